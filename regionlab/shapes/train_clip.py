@@ -1,0 +1,299 @@
+"""Train the bundled ShapesWorld CLIP on CPU, deterministically by seed.
+
+    python -m regionlab.shapes.train_clip --steps 1200 --seed 0 --out assets/models/shapes_clip
+
+Objectives (all on procedurally generated scenes, see ``regionlab.shapes.scenes``):
+
+1. ``clip``: symmetric InfoNCE between multi-object scenes and their captions.
+2. ``cls``: single-object scenes (object scale from small to full-frame) and masked/context
+   crops of objects from multi-object scenes, classified against the 30 class prompts (a random
+   template per step). Without full-frame objects the OVSeg masked-crop recipe fails.
+3. ``region``: mask-pooled final patch tokens of every object (through ln_post and proj)
+   classified against the class prompts, so patch tokens carry local semantics.
+4. ``legrad``: the LeGrad map of the object's class prompt (last block, mean-pooled feature,
+   exactly as ``regionlab.explain.legrad``) is pushed towards the object's mask with a soft Dice
+   loss (second-order gradient). Real CLIPs localise because of their data scale; a tiny model
+   trained on a few hundred thousand scenes does not, unless asked to.
+
+The wall time, seed and final metrics are written next to the weights (``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..explain.vit import embed_tokens, pooled_mean_embedding, run_blocks, trace_block
+from ..tasks.templates import IMAGENET, VILD
+from .model import CONFIG, build_model, tokenizer
+from .scenes import RenderOptions, render_scene
+from .vocab import CLASSES
+
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
+STD = np.array([0.26862954, 0.26130258, 0.27577711])
+SIZE = CONFIG["vision_cfg"]["image_size"]
+PATCH = CONFIG["vision_cfg"]["patch_size"]
+CAPTION_WRAPS = ("{}", "a photo of {}.", "an image of {}.", "there is {} in the scene.")
+CLS_TEMPLATES = tuple(dict.fromkeys(VILD + IMAGENET + ("a {}", "{}")))
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HxWx3 arrays (already SIZE x SIZE) -> normalised float tensor (B, 3, H, W)."""
+    arr = np.stack(images).astype(np.float32) / 255.0
+    arr = (arr - MEAN) / STD
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float()
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def masked_crop(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """OVSeg recipe: tight box, outside-mask pixels = CLIP mean colour, stretched to size."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    crop = image[y0:y1, x0:x1].copy()
+    crop[~mask[y0:y1, x0:x1]] = np.rint(MEAN * 255).astype(np.uint8)
+    return _resize(crop, size)
+
+
+def context_crop(image: np.ndarray, box, factor: float, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half = max(x1 - x0, y1 - y0) * factor / 2
+    h, w = image.shape[:2]
+    a0, b0 = int(max(0, cx - half)), int(max(0, cy - half))
+    a1, b1 = int(min(w, cx + half + 1)), int(min(h, cy + half + 1))
+    return _resize(image[b0:b1, a0:a1], size)
+
+
+def grid_fraction(mask: np.ndarray, grid: int) -> np.ndarray:
+    """Fraction of each patch covered by the mask (grid x grid), mask resized to grid*PATCH."""
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((grid * 8, grid * 8), Image.BILINEAR)
+    arr = np.asarray(m, dtype=np.float32) / 255.0
+    return arr.reshape(grid, 8, grid, 8).mean(axis=(1, 3))
+
+
+def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int) -> dict:
+    rng = np.random.default_rng([seed, step, 991])
+    grid = SIZE // PATCH
+    multi_imgs, captions, objs = [], [], []  # objs: (image index, class index, grid fraction)
+    cls_imgs, cls_labels = [], []
+    crop_pool = []
+    for i in range(n_multi + n_single):
+        single = i >= n_multi
+        render_size = int(rng.choice([48, 64, 64, 64, 80, 96, 128]))
+        opts = RenderOptions(
+            size=render_size,
+            min_objects=1 if single else 2,
+            max_objects=1 if single else 4,
+            scale=(0.08, float(rng.uniform(0.2, 0.48))) if single else (0.08, 0.22),
+            antialias=int(rng.choice([1, 2, 4])),
+        )
+        scene = render_scene((3, seed, step, i), opts)
+        img = _resize(scene.image, SIZE)
+        if single:
+            cls_imgs.append(img)
+            cls_labels.append(CLASSES.index(scene.objects[0].label))
+            continue
+        idx = len(multi_imgs)
+        multi_imgs.append(img)
+        wrap = CAPTION_WRAPS[rng.integers(len(CAPTION_WRAPS))]
+        captions.append(wrap.format(scene.caption()))
+        for ob in scene.objects:
+            frac = grid_fraction(ob.mask, grid)
+            if frac.sum() < 0.25:
+                continue
+            objs.append((idx, CLASSES.index(ob.label), frac))
+            crop_pool.append((scene, ob))
+    for j in rng.permutation(len(crop_pool))[:n_crop]:
+        scene, ob = crop_pool[j]
+        if rng.uniform() < 0.7:
+            cls_imgs.append(masked_crop(scene.image, ob.mask, SIZE))
+        else:
+            cls_imgs.append(context_crop(scene.image, ob.box, rng.uniform(1.3, 2.5), SIZE))
+        cls_labels.append(CLASSES.index(ob.label))
+    return {
+        "multi": to_tensor(multi_imgs),
+        "captions": captions,
+        "cls": to_tensor(cls_imgs),
+        "cls_labels": torch.tensor(cls_labels),
+        "obj_img": torch.tensor([o[0] for o in objs]),
+        "obj_cls": torch.tensor([o[1] for o in objs]),
+        "obj_frac": torch.from_numpy(np.stack([o[2] for o in objs]).reshape(len(objs), -1)),
+        "template": CLS_TEMPLATES[rng.integers(len(CLS_TEMPLATES))],
+    }
+
+
+def soft_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """METHODS.md soft Dice loss per row: 1 - (2 sum(x m) + 1) / (sum x + sum m + 1)."""
+    inter = (pred * target).sum(-1)
+    return 1 - (2 * inter + 1) / (pred.sum(-1) + target.sum(-1) + 1)
+
+
+def legrad_grid_maps(visual, x_in: torch.Tensor, queries: torch.Tensor, create_graph: bool):
+    """LeGrad maps at the last block on the patch grid, (K, g*g), min-max normalised.
+
+    ``x_in`` are the inputs of the last block (K, N, C), one row per query (unit, (K, D)).
+    """
+    tr = trace_block(visual.transformer.resblocks[-1], x_in, attn_requires_grad=True)
+    f = F.normalize(pooled_mean_embedding(visual, tr.out), dim=-1)
+    s = (f * queries).sum()
+    (g,) = torch.autograd.grad(s, tr.attn, create_graph=create_graph)
+    _, h, n, _ = g.shape
+    r = g.clamp(min=0).sum(dim=(1, 2))[:, 1:] / (h * n)
+    lo, hi = r.min(dim=1, keepdim=True).values, r.max(dim=1, keepdim=True).values
+    return (r - lo) / (hi - lo + 1e-8)
+
+
+def train_step(model, batch, tok, weights: dict) -> dict:
+    visual = model.visual
+    scale = model.logit_scale.exp().clamp(max=100)
+    # text: captions + class prompts
+    class_txt = F.normalize(model.encode_text(tok([batch["template"].format(c) for c in CLASSES])), dim=-1)
+    cap_txt = F.normalize(model.encode_text(tok(batch["captions"])), dim=-1)
+    # images: everything through the trunk, last block traced
+    nm = batch["multi"].shape[0]
+    images = torch.cat([batch["multi"], batch["cls"]])
+    x = embed_tokens(visual, images)
+    x_in = run_blocks(visual, x, visual.transformer.resblocks[:-1])
+    out = trace_block(visual.transformer.resblocks[-1], x_in).out
+    pooled = visual.ln_post(out[:, 0]) @ visual.proj
+    img = F.normalize(pooled, dim=-1)
+    losses = {}
+    # 1. InfoNCE on multi-object scenes
+    logits = scale * img[:nm] @ cap_txt.T
+    tgt = torch.arange(nm)
+    losses["clip"] = (F.cross_entropy(logits, tgt) + F.cross_entropy(logits.T, tgt)) / 2
+    # 2. classification of single objects and crops
+    losses["cls"] = F.cross_entropy(scale * img[nm:] @ class_txt.T, batch["cls_labels"])
+    # 3. mask-pooled patch tokens per object
+    frac = batch["obj_frac"]
+    w = frac / frac.sum(-1, keepdim=True)
+    tokens = out[batch["obj_img"], 1:]  # (K, g*g, C)
+    region = visual.ln_post((w.unsqueeze(-1) * tokens).sum(1)) @ visual.proj
+    region = F.normalize(region, dim=-1)
+    losses["region"] = F.cross_entropy(scale * region @ class_txt.T, batch["obj_cls"])
+    # 4. LeGrad map of the true class prompt vs the object mask
+    maps = legrad_grid_maps(visual, x_in[batch["obj_img"]], class_txt[batch["obj_cls"]].detach(), True)
+    losses["legrad"] = soft_dice(maps, frac).mean()
+    losses["total"] = sum(weights[k] * v for k, v in losses.items())
+    return losses
+
+
+@torch.no_grad()
+def _embed_images(model, images: list[np.ndarray]) -> torch.Tensor:
+    return F.normalize(model.encode_image(to_tensor(images)), dim=-1)
+
+
+def evaluate(model, n: int = 300, seed: int = 0) -> dict:
+    """Quick held-out metrics (validation split): zero-shot, masked crops, LeGrad Dice."""
+    model.eval()
+    tok = tokenizer()
+    with torch.no_grad():
+        txt = F.normalize(model.encode_text(tok([f"a photo of a {c}." for c in CLASSES])), dim=-1)
+    single = [render_scene((1, seed, i), RenderOptions(min_objects=1, max_objects=1)) for i in range(n)]
+    pred = (_embed_images(model, [s.image for s in single]) @ txt.T).argmax(-1)
+    zs = np.mean([CLASSES[p] == s.objects[0].label for p, s in zip(pred.tolist(), single)])
+    multi = [render_scene((1, seed, 10_000 + i), RenderOptions(min_objects=2)) for i in range(n // 3)]
+    crops, labels, dices = [], [], []
+    for s in multi:
+        for ob in s.objects:
+            crops.append(masked_crop(s.image, ob.mask, SIZE))
+            labels.append(ob.label)
+    pred = (_embed_images(model, crops) @ txt.T).argmax(-1)
+    mc = np.mean([CLASSES[p] == lab for p, lab in zip(pred.tolist(), labels)])
+    for s in multi:
+        x = embed_tokens(model.visual, to_tensor([s.image]))
+        x_in = run_blocks(model.visual, x, model.visual.transformer.resblocks[:-1]).detach()
+        q = txt[[CLASSES.index(o.label) for o in s.objects]]
+        with torch.enable_grad():
+            m = legrad_grid_maps(model.visual, x_in.expand(len(s.objects), -1, -1), q, False)
+        g = SIZE // PATCH
+        up = F.interpolate(m.reshape(-1, 1, g, g), scale_factor=PATCH, mode="bilinear", align_corners=False)
+        up = up.flatten(1)
+        up = (up - up.min(1, keepdim=True).values) / (up.max(1, keepdim=True).values - up.min(1, keepdim=True).values + 1e-8)
+        tgt = torch.from_numpy(np.stack([o.mask.reshape(-1) for o in s.objects]).astype(np.float32))
+        dices.extend((1 - soft_dice(up, tgt)).tolist())
+    model.train()
+    return {"zero_shot": float(zs), "masked_crop": float(mc), "legrad_dice": float(np.mean(dices))}
+
+
+def save_weights(model, path: Path, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "pt", "arch": json.dumps(CONFIG), **{k: json.dumps(v) for k, v in metadata.items()}}
+    save_file(state, str(path), metadata=meta)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--multi", type=int, default=96)
+    p.add_argument("--single", type=int, default=32)
+    p.add_argument("--crops", type=int, default=48)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    model = build_model()
+    model.train()
+    tok = tokenizer()
+    decay = [p_ for n, p_ in model.named_parameters() if p_.ndim >= 2 and "embedding" not in n]
+    no_decay = [p_ for n, p_ in model.named_parameters() if not (p_.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=a.lr)
+    warm = min(200, a.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm)))
+    )
+    weights = {"clip": 1.0, "cls": 1.0, "region": 1.0, "legrad": 1.0}
+    t0 = time.time()
+    history = []
+    for step in range(a.steps):
+        batch = make_batch(a.seed, step, a.multi, a.single, a.crops)
+        losses = train_step(model, batch, tok, weights)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 20 == 0:
+            msg = " ".join(f"{k}={v.item():.3f}" for k, v in losses.items())
+            print(f"step {step} {time.time() - t0:.0f}s {msg}", flush=True)
+        if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
+            metrics = evaluate(model)
+            history.append({"step": step + 1, "seconds": round(time.time() - t0, 1), **metrics})
+            print("eval", history[-1], flush=True)
+            save_weights(model, a.out.with_suffix(".partial.safetensors"), {"step": step + 1})
+    wall = time.time() - t0
+    meta = {"seed": a.seed, "steps": a.steps, "lr": a.lr, "batch": [a.multi, a.single, a.crops],
+            "wall_seconds": round(wall, 1), "threads": a.threads, "loss_weights": weights}
+    save_weights(model, a.out.with_suffix(".safetensors"), meta)
+    # metrics of the weights as shipped (fp16 round trip)
+    from safetensors.torch import load_file
+
+    model.load_state_dict({k: v.float() for k, v in load_file(str(a.out.with_suffix(".safetensors"))).items()})
+    final = evaluate(model)
+    record = {**meta, "val_metrics_fp16": final, "history": history, "torch": torch.__version__}
+    a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print("final", final, flush=True)
+
+
+if __name__ == "__main__":
+    main()
