@@ -1,0 +1,36 @@
+"""Limits applied at the boundary of every public function (UI, API and CLI share them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_image_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
+    max_side: int = 2048  # larger images are downscaled (longest side) before processing
+    max_masks: int = 64  # masks/regions per call
+    max_iterations: int = 500
+    min_lr: float = 1e-5
+    max_lr: float = 10.0
+    max_alpha: float = 100.0
+    min_resolution: int = 32
+    max_resolution: int = 1024
+    max_text_chars: int = 500
+    max_classes: int = 2000
+    max_class_chars: int = 100
+    max_images_generated: int = 8
+    max_steps: int = 200
+    max_guidance: float = 30.0
+    max_proposals: int = 200
+
+
+def _int_env(name: str, default: int) -> int:
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+LIMITS = Limits(max_masks=_int_env("REGIONLAB_MAX_MASKS", Limits.max_masks))

@@ -1,0 +1,50 @@
+"""Built-in vocabularies (Pascal VOC 20, COCO 80, ShapesWorld 30) and custom class lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import LIMITS, Limits
+from ..inputs import check_classes
+from ..shapes.vocab import CLASSES as SHAPES_CLASSES
+
+VOC = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa",
+    "train", "tv monitor",
+)
+COCO = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+BUILTIN: dict[str, tuple[str, ...]] = {"voc": VOC, "coco": COCO, "shapes": SHAPES_CLASSES}
+
+
+def resolve_vocab(spec, limits: Limits = LIMITS) -> list[str]:
+    """A vocabulary from a built-in name (``voc``, ``coco``, ``shapes``), a text file (one class
+    per line, or comma-separated), a comma-separated string, or a list of names."""
+    if isinstance(spec, (list, tuple)):
+        return check_classes(list(spec), limits)
+    if not isinstance(spec, str):
+        return check_classes(spec, limits)
+    key = spec.strip().lower()
+    if key in BUILTIN:
+        return list(BUILTIN[key])
+    if "," not in spec and spec.strip().endswith((".txt", ".csv")):
+        path = Path(spec.strip())
+        if not path.is_file():
+            from ..errors import InputError
+
+            raise InputError(f"vocabulary file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        items = [c for line in text.splitlines() for c in line.split(",")]
+        return check_classes(items, limits)
+    return check_classes(spec, limits)
