@@ -1,0 +1,1 @@
+"""Evaluation harnesses (ShapesWorld, ReCLIP JSONL, mask datasets)."""
