@@ -30,6 +30,12 @@ SUBCOMMANDS = [
     "classify",
     "regions",
     "shapes_dataset",
+    "label",
+    "segment",
+    "proposals",
+    "caption",
+    "generate",
+    "ground",
 ]
 
 log = logging.getLogger("regionlab")

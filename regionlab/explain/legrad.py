@@ -96,7 +96,7 @@ def legrad_maps(clip, image: np.ndarray, queries: torch.Tensor, resolution: int 
             inputs[i] = cur
             if i < idx[-1]:
                 cur = run_blocks(visual, cur, [blocks[i]])
-    total = torch.zeros(q.shape[0], s, s, dtype=torch.float32, device=clip.device)
+    total = torch.zeros(q.shape[0], s, s, dtype=clip.dtype, device=clip.device)
     for i in idx:
         rels = []
         for c in range(0, q.shape[0], chunk):
@@ -106,7 +106,7 @@ def legrad_maps(clip, image: np.ndarray, queries: torch.Tensor, resolution: int 
                                  attn_requires_grad=True)
                 f = F.normalize(pooled_mean_embedding(visual, tr.out), dim=-1)
                 (g,) = torch.autograd.grad((f * qc).sum(), tr.attn)
-            rels.append(relevance_from_grad(g).float())
+            rels.append(relevance_from_grad(g))
         rel = torch.cat(rels)
         total += F.interpolate(rel.reshape(-1, 1, *grid), scale_factor=clip.patch_size,
                                mode="bilinear", align_corners=False)[:, 0]

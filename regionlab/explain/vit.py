@@ -29,13 +29,18 @@ def _patch(visual: nn.Module) -> tuple[int, int]:
 
 
 def resample_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]):
-    """Bicubic resampling of a (1 + gh*gw, C) positional embedding to another grid."""
+    """Bicubic resampling of a (1 + gh*gw, C) positional embedding to another grid.
+
+    Computed in float32 with antialiasing (as timm's ``resample_abs_pos_embed``, which the
+    reference LeGrad uses), then cast back, so that parity holds in every dtype.
+    """
     if tuple(old_grid) == tuple(new_grid):
         return pos
     cls, patches = pos[:1], pos[1:]
     c = patches.shape[-1]
-    patches = patches.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches, size=new_grid, mode="bicubic", align_corners=False)
+    patches = patches.float().reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches, size=new_grid, mode="bicubic", align_corners=False,
+                            antialias=True).to(pos.dtype)
     return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(-1, c)], dim=0)
 
 

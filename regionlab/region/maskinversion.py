@@ -309,7 +309,7 @@ def invert(clip, image, masks, *, iterations: int | None = None, lr: float | Non
         first_maps = final
     t_end = time.perf_counter()
     return InversionResult(
-        embeddings=emb.detach().float().cpu(),
+        embeddings=emb.detach().cpu(),
         maps=final.float().cpu().numpy(),
         initial_maps=first_maps.float().cpu().numpy(),
         history=history, losses=losses, engine=chosen,
