@@ -34,8 +34,8 @@ from PIL import Image
 from ..explain.vit import embed_tokens, pooled_mean_embedding, run_blocks, trace_block
 from ..tasks.templates import IMAGENET, VILD
 from .model import CONFIG, build_model, tokenizer
-from .scenes import RenderOptions, render_scene
-from .vocab import CLASSES
+from .scenes import RenderOptions, article, render_scene
+from .vocab import CLASSES, SHAPES
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -84,10 +84,23 @@ def grid_fraction(mask: np.ndarray, grid: int) -> np.ndarray:
     return arr.reshape(grid, 8, grid, 8).mean(axis=(1, 3))
 
 
-def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int) -> dict:
+def shape_swapped_caption(scene, wrap: str, rng) -> str:
+    """A hard negative: the same colours in the same order, every shape replaced."""
+    objs = sorted(scene.objects, key=lambda o: o.center[0])
+    names = []
+    for o in objs:
+        others = [s for s in SHAPES if s != o.shape]
+        names.append(article(f"{o.colour} {others[rng.integers(len(others))]}"))
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return wrap.format(text)
+
+
+def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int,
+               hard_negatives: bool = False, single_scale: float = 0.48,
+               legrad_max: int = 0) -> dict:
     rng = np.random.default_rng([seed, step, 991])
     grid = SIZE // PATCH
-    multi_imgs, captions, objs = [], [], []  # objs: (image index, class index, grid fraction)
+    multi_imgs, captions, objs, negatives = [], [], [], []  # objs: (image index, class index, grid fraction)
     cls_imgs, cls_labels = [], []
     crop_pool = []
     for i in range(n_multi + n_single):
@@ -97,7 +110,7 @@ def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int) -
             size=render_size,
             min_objects=1 if single else 2,
             max_objects=1 if single else 4,
-            scale=(0.08, float(rng.uniform(0.2, 0.48))) if single else (0.08, 0.22),
+            scale=(0.08, float(rng.uniform(0.2, single_scale))) if single else (0.08, 0.22),
             antialias=int(rng.choice([1, 2, 4])),
         )
         scene = render_scene((3, seed, step, i), opts)
@@ -110,6 +123,8 @@ def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int) -
         multi_imgs.append(img)
         wrap = CAPTION_WRAPS[rng.integers(len(CAPTION_WRAPS))]
         captions.append(wrap.format(scene.caption()))
+        if hard_negatives:
+            negatives.append(shape_swapped_caption(scene, wrap, rng))
         for ob in scene.objects:
             frac = grid_fraction(ob.mask, grid)
             if frac.sum() < 0.25:
@@ -126,12 +141,15 @@ def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int) -
     return {
         "multi": to_tensor(multi_imgs),
         "captions": captions,
+        "negatives": negatives,
         "cls": to_tensor(cls_imgs),
         "cls_labels": torch.tensor(cls_labels),
         "obj_img": torch.tensor([o[0] for o in objs]),
         "obj_cls": torch.tensor([o[1] for o in objs]),
         "obj_frac": torch.from_numpy(np.stack([o[2] for o in objs]).reshape(len(objs), -1)),
         "template": CLS_TEMPLATES[rng.integers(len(CLS_TEMPLATES))],
+        "legrad_subset": (torch.from_numpy(np.sort(rng.permutation(len(objs))[:legrad_max]))
+                          if legrad_max and len(objs) > legrad_max else None),
     }
 
 
@@ -174,7 +192,11 @@ def train_step(model, batch, tok, weights: dict) -> dict:
     # 1. InfoNCE on multi-object scenes
     logits = scale * img[:nm] @ cap_txt.T
     tgt = torch.arange(nm)
-    losses["clip"] = (F.cross_entropy(logits, tgt) + F.cross_entropy(logits.T, tgt)) / 2
+    i2t = logits
+    if batch.get("negatives"):
+        neg_txt = F.normalize(model.encode_text(tok(batch["negatives"])), dim=-1)
+        i2t = torch.cat([logits, scale * img[:nm] @ neg_txt.T], dim=1)
+    losses["clip"] = (F.cross_entropy(i2t, tgt) + F.cross_entropy(logits.T, tgt)) / 2
     # 2. classification of single objects and crops
     losses["cls"] = F.cross_entropy(scale * img[nm:] @ class_txt.T, batch["cls_labels"])
     # 3. mask-pooled patch tokens per object
@@ -185,8 +207,11 @@ def train_step(model, batch, tok, weights: dict) -> dict:
     region = F.normalize(region, dim=-1)
     losses["region"] = F.cross_entropy(scale * region @ class_txt.T, batch["obj_cls"])
     # 4. LeGrad map of the true class prompt vs the object mask
-    maps = legrad_grid_maps(visual, x_in[batch["obj_img"]], class_txt[batch["obj_cls"]].detach(), True)
-    losses["legrad"] = soft_dice(maps, frac).mean()
+    sel = batch.get("legrad_subset")
+    sel = torch.arange(len(batch["obj_img"])) if sel is None else sel
+    maps = legrad_grid_maps(visual, x_in[batch["obj_img"][sel]],
+                            class_txt[batch["obj_cls"][sel]].detach(), True)
+    losses["legrad"] = soft_dice(maps, frac[sel]).mean()
     losses["total"] = sum(weights[k] * v for k, v in losses.items())
     return losses
 
@@ -247,26 +272,42 @@ def main(argv=None) -> None:
     p.add_argument("--single", type=int, default=32)
     p.add_argument("--crops", type=int, default=48)
     p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=False,
+                   help="add a shape-swapped caption per scene as an extra text negative")
+    p.add_argument("--legrad-max", type=int, default=0,
+                   help="objects per step that get the LeGrad loss (0 = all)")
+    p.add_argument("--single-scale", type=float, default=0.48,
+                   help="largest object radius (fraction of the image) of single-object scenes")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (stage 2 of the recipe)")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--weights", default="clip=1,cls=1,region=1,legrad=1",
+                   help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = build_model()
+    if a.init:
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(a.init)).items()})
     model.train()
     tok = tokenizer()
     decay = [p_ for n, p_ in model.named_parameters() if p_.ndim >= 2 and "embedding" not in n]
     no_decay = [p_ for n, p_ in model.named_parameters() if not (p_.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=a.lr)
-    warm = min(200, a.steps // 10)
+    warm = max(1, min(a.warmup, a.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm)))
     )
-    weights = {"clip": 1.0, "cls": 1.0, "region": 1.0, "legrad": 1.0}
+    weights = {k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(","))}
     t0 = time.time()
     history = []
     for step in range(a.steps):
-        batch = make_batch(a.seed, step, a.multi, a.single, a.crops)
+        batch = make_batch(a.seed, step, a.multi, a.single, a.crops, a.hard_negatives,
+                           a.single_scale, a.legrad_max)
         losses = train_step(model, batch, tok, weights)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -283,6 +324,8 @@ def main(argv=None) -> None:
             save_weights(model, a.out.with_suffix(".partial.safetensors"), {"step": step + 1})
     wall = time.time() - t0
     meta = {"seed": a.seed, "steps": a.steps, "lr": a.lr, "batch": [a.multi, a.single, a.crops],
+            "hard_negatives": a.hard_negatives, "single_scale": a.single_scale,
+            "legrad_max": a.legrad_max, "init": str(a.init) if a.init else None,
             "wall_seconds": round(wall, 1), "threads": a.threads, "loss_weights": weights}
     save_weights(model, a.out.with_suffix(".safetensors"), meta)
     # metrics of the weights as shipped (fp16 round trip)
