@@ -68,9 +68,10 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 448])
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--masks", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "maskinversion_parity.json")
     a = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     base = open_clip.create_model("ViT-B-16", pretrained=None).eval().requires_grad_(False)
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
             ref = run_reference(a.refvenv, {
                 "arch": "ViT-B-16", "state_dict": state, "image": x, "masks": torch.from_numpy(masks),
                 "queries": queries, "iterations": a.iterations, "lr": 0.5, "alpha": 0.0,
-                "dtype": dtype_name, "what": "both", "threads": 2})
+                "dtype": dtype_name, "what": "both", "threads": a.threads})
             ours_maps = torch.from_numpy(legrad_maps(clip, image, queries, resolution=size,
                                                      layers=1).maps)
             row = {"dtype": dtype_name, "size": size, "masks": a.masks,
