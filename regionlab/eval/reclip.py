@@ -1,0 +1,192 @@
+"""ReCLIP evaluation: the ReCLIP JSONL format (RefCOCO/RefCOCO+/RefCOCOg) and ShapesWorld REC.
+
+JSONL (one referred object per line, METHODS.md 3.2): ``file_name``, ``image_id``, ``ann_id``,
+``anns`` (every annotated box of the image: ``{"id", "bbox": [x, y, w, h]}`` or bare
+``[x, y, w, h]``), ``sentences`` (``[{"raw": ...}]``); each sentence is one test instance.
+Proposals are all the image's ground-truth boxes, or a detections file
+(:func:`regionlab.tasks.reclip.read_detections`, selected by ``image_id``). A prediction is
+correct iff IoU(predicted box, gold box) > 0.5. Proposals are embedded once per line and every
+sentence of the line reuses them; ReCLIP and IPS-only accuracies come from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..inputs import load_image
+from ..tasks.reclip import (
+    GroundingOptions,
+    box_iou,
+    embed_proposals,
+    ground_features,
+    proposals_from_boxes,
+    read_detections,
+)
+
+IOU_THRESHOLD = 0.5
+
+
+def _xywh_to_xyxy(b) -> list[float]:
+    x, y, w, h = (float(v) for v in b)
+    return [x, y, x + w, y + h]
+
+
+def record_boxes(record: dict) -> tuple[np.ndarray, list]:
+    """All ground-truth boxes (xyxy) of a JSONL line and their annotation ids (None if bare)."""
+    boxes, ids = [], []
+    for a in record.get("anns", []):
+        if isinstance(a, dict):
+            boxes.append(_xywh_to_xyxy(a["bbox"]))
+            ids.append(a.get("id", a.get("ann_id")))
+        else:
+            boxes.append(_xywh_to_xyxy(a))
+            ids.append(None)
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), ids
+
+
+def gold_box(record: dict) -> np.ndarray:
+    """The referred object's box (xyxy): the ``anns`` entry whose id is ``ann_id``, or the
+    line's own ``bbox``."""
+    if "bbox" in record:
+        return np.asarray(_xywh_to_xyxy(record["bbox"]))
+    boxes, ids = record_boxes(record)
+    for b, i in zip(boxes, ids):
+        if i is not None and str(i) == str(record.get("ann_id")):
+            return b
+    raise InputError(f"line for ann_id {record.get('ann_id')!r} has no gold box "
+                     f"(no 'bbox' and no matching id in 'anns')")
+
+
+def sentences(record: dict) -> list[str]:
+    out = []
+    for s in record.get("sentences", []):
+        out.append(s["raw"] if isinstance(s, dict) else str(s))
+    return out
+
+
+def evaluate_jsonl(path, image_root, models=None, scorer: str = "ips", detections=None,
+                   options: GroundingOptions | None = None, limit: int | None = None,
+                   log=None) -> dict:
+    """Accuracy (IoU > 0.5) of ReCLIP and of IPS alone on a ReCLIP JSONL split.
+
+    ``detections``: None (ground-truth boxes as proposals) or a detections JSON path.
+    ``limit`` caps the number of sentences; ``log(str)`` receives progress lines."""
+    path, image_root = Path(path), Path(image_root)
+    if not path.is_file():
+        raise InputError(f"JSONL file not found: {path}")
+    det_data = None
+    if detections is not None:
+        det_data = json.loads(Path(detections).read_text(encoding="utf-8"))
+    opts = options or GroundingOptions()
+    n = correct = correct_ips = failed = 0
+    t0 = time.perf_counter()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            if limit is not None and n >= limit:
+                break
+            record = json.loads(raw)
+            try:
+                image = load_image(image_root / record["file_name"])
+                if det_data is None:
+                    boxes, _ = record_boxes(record)
+                    props = proposals_from_boxes(boxes, image.shape[:2], "ground-truth")
+                else:
+                    boxes, scores = read_detections(det_data, image_id=record["image_id"])
+                    props = proposals_from_boxes(boxes, image.shape[:2], "detections", scores)
+                gold = gold_box(record)
+                feats = embed_proposals(image, props, scorer, models, opts)
+            except (InputError, KeyError, OSError) as exc:
+                failed += len(sentences(record)) or 1
+                if log:
+                    log(f"line {lineno}: skipped ({type(exc).__name__}: {exc})")
+                continue
+            for sent in sentences(record):
+                if limit is not None and n >= limit:
+                    break
+                try:
+                    res = ground_features(feats, sent, opts)
+                except InputError as exc:
+                    failed += 1
+                    if log:
+                        log(f"line {lineno}: sentence skipped ({exc})")
+                    continue
+                iou = box_iou(props.boxes, gold[None])[:, 0]
+                n += 1
+                correct += bool(iou[res.index] > IOU_THRESHOLD)
+                correct_ips += bool(iou[int(np.argmax(res.ips_probs))] > IOU_THRESHOLD)
+            if log and lineno % 100 == 0:
+                log(f"{lineno} lines, {n} sentences, acc {correct / max(n, 1):.4f}")
+    return {
+        "file": str(path), "scorer": scorer,
+        "proposals": "ground-truth" if detections is None else str(detections),
+        "n": n, "failed": failed,
+        "accuracy": correct / n if n else float("nan"),
+        "ips_accuracy": correct_ips / n if n else float("nan"),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ------------------------------------------------------------------------------ ShapesWorld
+
+
+def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test",
+                         models=None, options: GroundingOptions | None = None,
+                         scorer: str = "ips", temperatures: tuple[float, ...] = ()) -> dict:
+    """Accuracy of full ReCLIP, IPS alone and a random choice on ShapesWorld referring
+    expressions (ground-truth boxes as proposals, held-out scenes), split by expression kind
+    and subtype. ``spatial`` pools the relation and superlative kinds. Each extra temperature
+    in ``temperatures`` adds a method ``reclip@T`` computed from the same forward passes."""
+    from dataclasses import replace
+
+    from ..shapes.expressions import generate_rec_items
+    from ..tasks.reclip_parser import parse_expression
+
+    opts = options or GroundingOptions()
+    items = generate_rec_items(split, n_scenes, seed)
+    extra = [float(t) for t in temperatures]
+    rows = []
+    t0 = time.perf_counter()
+    for item in items:
+        props = proposals_from_boxes(item.boxes, item.scene.image.shape[:2], "ground-truth")
+        feats = embed_proposals(item.scene.image, props, scorer, models, opts)
+        for e in item.expressions:
+            tree = parse_expression(e.text)
+            res = ground_features(feats, e.text, opts, tree=tree)
+            row = {
+                "scene": item.index, "text": e.text, "kind": e.kind, "subtype": e.subtype,
+                "target": e.target, "n_proposals": len(props),
+                "reclip": int(res.index == e.target),
+                "ips": int(int(np.argmax(res.ips_probs)) == e.target),
+                "random": 1.0 / len(props), "used_tree": res.used_tree,
+            }
+            for t in extra:
+                r_t = ground_features(feats, e.text, replace(opts, temperature=t), tree=tree)
+                row[f"reclip@{t:g}"] = int(r_t.index == e.target)
+            rows.append(row)
+    seconds = time.perf_counter() - t0
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups["all"].append(r)
+        groups[r["kind"]].append(r)
+        groups[f"{r['kind']}/{r['subtype']}"].append(r)
+        if r["kind"] in ("relation", "superlative"):
+            groups["spatial"].append(r)
+    methods = {}
+    for m in ("reclip", *[f"reclip@{t:g}" for t in extra], "ips", "random"):
+        methods[m] = {g: round(float(np.mean([r[m] for r in rs])), 4) for g, rs in
+                      sorted(groups.items())}
+    return {
+        "split": split, "seed": seed, "n_scenes": n_scenes, "n_expressions": len(rows),
+        "temperature": opts.temperature,
+        "counts": {g: len(rs) for g, rs in sorted(groups.items())},
+        "accuracy": methods, "seconds": round(seconds, 2), "scorer": scorer,
+        "failures": [r for r in rows if not r["reclip"]][:40],
+    }

@@ -1,0 +1,233 @@
+"""Referring expressions for ShapesWorld scenes, with their targets (deterministic by seed).
+
+Three kinds, so results can be split by kind:
+
+- ``attribute``: the object is unique by its words alone ("the red circle", "the star",
+  "the green object");
+- ``relation``: two objects share the target's words and a third, uniquely named object
+  decides ("the red circle left of the blue square"); subtypes left_of/right_of/above/below;
+- ``superlative``: two or three objects share the words and an extreme decides ("the leftmost
+  red circle", "the biggest star"); subtypes leftmost/rightmost/topmost/bottommost/biggest/
+  smallest.
+
+Geometry is judged on box centres and areas (the quantities ReCLIP's predicates use) with
+margins (``MARGIN_PX`` between centres, ``AREA_RATIO`` between areas, on both the box and the
+mask area) so every expression has exactly one right answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .scenes import SPLITS, RenderOptions, Scene, render_scene
+from .vocab import COLOUR_NAMES, SHAPES
+
+KINDS = ("attribute", "relation", "superlative")
+MARGIN_PX = 3.0
+AREA_RATIO = 1.3
+RELATION_PHRASES = {
+    "left_of": ("{t} left of {r}", "{t} to the left of {r}", "{t} on the left of {r}"),
+    "right_of": ("{t} right of {r}", "{t} to the right of {r}"),
+    "above": ("{t} above {r}", "{t} over {r}"),
+    "below": ("{t} below {r}", "{t} under {r}", "{t} beneath {r}"),
+}
+SUPERLATIVE_PHRASES = {
+    "leftmost": ("the leftmost {d}", "the {d} on the left"),
+    "rightmost": ("the rightmost {d}", "the {d} on the right"),
+    "topmost": ("the topmost {d}", "the {d} at the top"),
+    "bottommost": ("the bottommost {d}", "the {d} at the bottom"),
+    "biggest": ("the biggest {d}", "the largest {d}"),
+    "smallest": ("the smallest {d}",),
+}
+
+
+@dataclass(frozen=True)
+class ReferringExpression:
+    """``target`` indexes ``scene.objects``; ``reference`` is the related object (relations);
+    ``distractors`` are the other objects matching the target's words."""
+
+    text: str
+    target: int
+    kind: str
+    subtype: str
+    reference: int | None = None
+    distractors: tuple[int, ...] = ()
+
+
+@dataclass
+class RECItem:
+    """One scene with its expressions; ``boxes`` are the ground-truth proposals."""
+
+    scene: Scene
+    expressions: list[ReferringExpression]
+    index: int
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return np.asarray([o.box for o in self.scene.objects], dtype=np.float64)
+
+
+def _centres(scene: Scene) -> np.ndarray:
+    return np.asarray([((o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2)
+                       for o in scene.objects])
+
+
+def _box_areas(scene: Scene) -> np.ndarray:
+    return np.asarray([(o.box[2] - o.box[0]) * (o.box[3] - o.box[1]) for o in scene.objects],
+                      dtype=np.float64)
+
+
+def unique_description(scene: Scene, i: int) -> tuple[str, str] | None:
+    """The shortest words naming object ``i`` alone: (text, subtype) or None."""
+    objs = scene.objects
+    o = objs[i]
+    same_shape = [j for j, p in enumerate(objs) if p.shape == o.shape]
+    same_colour = [j for j, p in enumerate(objs) if p.colour == o.colour]
+    same_class = [j for j, p in enumerate(objs) if p.label == o.label]
+    if len(same_shape) == 1:
+        return f"the {o.shape}", "shape"
+    if len(same_colour) == 1:
+        return f"the {o.colour} object", "colour"
+    if len(same_class) == 1:
+        return f"the {o.label}", "colour+shape"
+    return None
+
+
+def attribute_expressions(scene: Scene, rng: np.random.Generator) -> list[ReferringExpression]:
+    """One expression per uniquely describable object; a random choice of the ways to say it
+    when several are unique (colour+shape is always allowed then)."""
+    out = []
+    for i, o in enumerate(scene.objects):
+        d = unique_description(scene, i)
+        if d is None:
+            continue
+        text, sub = d
+        if sub != "colour+shape" and rng.uniform() < 0.5:
+            text, sub = f"the {o.label}", "colour+shape"
+        out.append(ReferringExpression(text, i, "attribute", sub))
+    return out
+
+
+def _relation_holds(pred: str, c: np.ndarray, a: int, b: int, margin: float) -> bool:
+    dx, dy = c[b, 0] - c[a, 0], c[b, 1] - c[a, 1]
+    return {"left_of": dx > margin, "right_of": -dx > margin, "above": dy > margin,
+            "below": -dy > margin}[pred]
+
+
+def _relation_item(scene: Scene, rng) -> list[ReferringExpression]:
+    objs = scene.objects
+    c = _centres(scene)
+    labels = [o.label for o in objs]
+    out = []
+    for t, ot in enumerate(objs):
+        group = [j for j, lab in enumerate(labels) if lab == ot.label]
+        if len(group) < 2:
+            continue
+        for r, orf in enumerate(objs):
+            if labels.count(orf.label) != 1:
+                continue
+            preds = [p for p in RELATION_PHRASES if _relation_holds(p, c, t, r, MARGIN_PX)
+                     and not any(_relation_holds(p, c, d, r, -MARGIN_PX)
+                                 for d in group if d != t)]
+            for p in preds:
+                ref = (f"the {orf.shape}" if [o.shape for o in objs].count(orf.shape) == 1
+                       and rng.uniform() < 0.5 else f"the {orf.label}")
+                phrase = RELATION_PHRASES[p][rng.integers(len(RELATION_PHRASES[p]))]
+                text = phrase.format(t=f"the {ot.label}", r=ref)
+                out.append(ReferringExpression(text, t, "relation", p, r,
+                                               tuple(d for d in group if d != t)))
+    return out
+
+
+def _superlative_item(scene: Scene, rng) -> list[ReferringExpression]:
+    objs = scene.objects
+    c = _centres(scene)
+    box_area = _box_areas(scene)
+    mask_area = np.asarray([o.area for o in objs], dtype=np.float64)
+    labels = [o.label for o in objs]
+    out = []
+    for label in dict.fromkeys(labels):
+        group = [j for j, lab in enumerate(labels) if lab == label]
+        if len(group) < 2:
+            continue
+        g = np.asarray(group)
+        checks = {
+            "leftmost": (c[g, 0], False, MARGIN_PX), "rightmost": (c[g, 0], True, MARGIN_PX),
+            "topmost": (c[g, 1], False, MARGIN_PX), "bottommost": (c[g, 1], True, MARGIN_PX),
+        }
+        for name, (vals, largest, margin) in checks.items():
+            order = np.argsort(-vals if largest else vals)
+            if abs(vals[order[0]] - vals[order[1]]) > margin:
+                out.append((name, int(g[order[0]])))
+        for name, largest in (("biggest", True), ("smallest", False)):
+            ok = True
+            for areas in (box_area[g], mask_area[g]):
+                order = np.argsort(-areas if largest else areas)
+                a0, a1 = areas[order[0]], areas[order[1]]
+                ok &= (a0 >= AREA_RATIO * a1) if largest else (a1 >= AREA_RATIO * a0)
+            best = int(g[np.argmax(box_area[g]) if largest else np.argmin(box_area[g])])
+            best_mask = int(g[np.argmax(mask_area[g]) if largest else np.argmin(mask_area[g])])
+            if ok and best == best_mask:
+                out.append((name, best))
+    exprs = []
+    for name, t in out:
+        phrases = SUPERLATIVE_PHRASES[name]
+        text = phrases[rng.integers(len(phrases))].format(d=objs[t].label)
+        others = tuple(j for j, lab in enumerate(labels) if lab == objs[t].label and j != t)
+        exprs.append(ReferringExpression(text, t, "superlative", name, None, others))
+    return exprs
+
+
+def _pick_classes(rng, kind: str) -> list[tuple[str, str]]:
+    def cls() -> tuple[str, str]:
+        return COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))], SHAPES[rng.integers(len(SHAPES))]
+
+    a = cls()
+    if kind == "relation":
+        objs = [a, a]
+        while len(objs) < 3 + int(rng.uniform() < 0.5):
+            b = cls()
+            if b != a and b not in objs:
+                objs.append(b)
+    else:
+        objs = [a] * int(rng.choice([2, 2, 3]))
+        while len(objs) < int(rng.choice([2, 3, 4])):
+            b = cls()
+            if b != a:
+                objs.append(b)
+    order = rng.permutation(len(objs))
+    return [objs[k] for k in order]
+
+
+def make_item(kind: str, split: str, index: int, seed: int = 0,
+              options: RenderOptions = RenderOptions(), max_attempts: int = 50) -> RECItem:
+    """One scene of ``kind`` with its expressions, the same for the same arguments."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown expression kind {kind!r}; expected one of {KINDS}")
+    sid = SPLITS[split]
+    for attempt in range(max_attempts):
+        rng = np.random.default_rng([sid, seed, index, attempt, 17])
+        key = (sid, seed, 500_000 + index, attempt)
+        if kind == "attribute":
+            scene = render_scene(key, options)
+            exprs = attribute_expressions(scene, rng)
+        else:
+            wanted = _pick_classes(rng, kind)
+            scene = render_scene(key, options, objects=wanted)
+            if len(scene.objects) != len(wanted):
+                continue
+            exprs = (_relation_item if kind == "relation" else _superlative_item)(scene, rng)
+        if exprs:
+            if kind != "attribute":  # one expression per scene keeps kinds balanced
+                exprs = [exprs[rng.integers(len(exprs))]]
+            return RECItem(scene, exprs, index)
+    raise RuntimeError(f"no {kind} expression after {max_attempts} attempts (index {index})")
+
+
+def generate_rec_items(split: str = "test", n: int = 300, seed: int = 0,
+                       kinds: tuple[str, ...] = KINDS,
+                       options: RenderOptions = RenderOptions()) -> list[RECItem]:
+    """``n`` scenes, kinds in turn (scene i has kind ``kinds[i % len(kinds)]``)."""
+    return [make_item(kinds[i % len(kinds)], split, i, seed, options) for i in range(n)]

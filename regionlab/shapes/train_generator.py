@@ -1,0 +1,172 @@
+"""Train the bundled ShapesWorld generator (CLIP-embedding-conditioned diffusion) on CPU.
+
+    python -m regionlab.shapes.train_generator --seed 0 --out assets/models/shapes_generator
+
+Data: single-object ShapesWorld scenes (object scale 6-45%, resized to 64 px) and their unit
+embeddings by the bundled CLIP (``shapes-clip``; ``REGIONLAB_SHAPES_CLIP`` overrides its
+weights). Model: :class:`regionlab.models.generator.ShapesDiffusion` (2 x 2 folded pixels,
+diffusers ``UNet2DModel`` at 32 x 32, embedding -> scale-shift conditioning), DDPM epsilon
+objective with a cosine noise schedule, 10% condition dropout (classifier-free guidance),
+noise on the conditioning embedding, random flips / 90-degree rotations of the target, and
+an exponential moving average of the weights (what is shipped). Deterministic by seed (unless
+``--max-minutes`` cuts the run short; the JSON then records the steps actually done).
+
+The JSON next to the weights records the wall time and held-out metrics: images generated
+from validation embeddings, classified zero-shot by the bundled CLIP (class, colour, shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.generator import (
+    ShapesDiffusion,
+    read_shapes_generator,
+    sample_shapes,
+    save_shapes_generator,
+    to_pil,
+    training_scheduler,
+)
+from .decoder_data import classify, embed, file_digest, object_views
+from .vocab import CLASSES
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and 90-degree rotation per image (B, 3, H, W)."""
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    rot = torch.randint(4, (b,), generator=gen)
+    return torch.stack([torch.rot90(xi, int(k), dims=(-2, -1)) for xi, k in zip(x, rot)])
+
+
+def generation_metrics(clip, model, emb: torch.Tensor, labels: np.ndarray, steps: int,
+                       guidance: float, seed: int) -> dict:
+    """Generate one image per embedding; classify it with the CLIP; compare with ``labels``."""
+    images = []
+    for i in range(0, len(emb), 32):
+        x = sample_shapes(model, emb[i : i + 32], seed + i, steps, guidance)
+        images += [np.asarray(im) for im in to_pil(x)]
+    pred = classify(clip, images)
+    truth = [CLASSES[j].split() for j in labels]
+    got = [CLASSES[j].split() for j in pred]
+    return {
+        "class": float(np.mean(pred == labels)),
+        "colour": float(np.mean([g[0] == t[0] for g, t in zip(got, truth)])),
+        "shape": float(np.mean([g[1] == t[1] for g, t in zip(got, truth)])),
+        "n": len(labels), "steps": steps, "guidance": guidance,
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scenes", type=int, default=20000)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--channels", type=str, default="32,64,128")
+    p.add_argument("--drop", type=float, default=0.1, help="condition dropout (CFG)")
+    p.add_argument("--noise", type=float, default=0.3, help="max noise norm on embeddings")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--eval-n", type=int, default=300)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop early (0: never)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("assets/models/shapes_generator"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from ..models import load_clip
+    from ..models.registry import get_spec
+
+    t0 = time.time()
+    clip = load_clip("shapes-clip", "cpu")
+    clip_path = get_spec("shapes-clip").extra["path"]
+    train = object_views(a.scenes, 0, 0, seed=a.seed)
+    val = object_views(a.eval_n, 0, 0, seed=a.seed, namespace=1_000 + 5)
+    emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
+    images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # uint8
+    t_data = time.time() - t0
+    print(f"data: {len(images)} scenes in {t_data:.0f}s", flush=True)
+
+    torch.manual_seed(a.seed)
+    channels = tuple(int(c) for c in a.channels.split(","))
+    model = ShapesDiffusion(embed_dim=emb_train.shape[1], channels=channels)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    sched = training_scheduler()
+    alphas = sched.alphas_cumprod
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    warm = max(1, a.steps // 30)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / a.steps)))))
+    gen = torch.Generator().manual_seed(a.seed)
+    history, done = [], 0
+    t_train = time.time()
+    for step in range(a.steps):
+        idx = torch.randint(len(images), (a.batch,), generator=gen)
+        x0 = augment(images[idx].float() / 127.5 - 1, gen)
+        e = emb_train[idx]
+        strength = torch.rand(a.batch, 1, generator=gen) * a.noise
+        e = F.normalize(e + F.normalize(torch.randn(e.shape, generator=gen), dim=-1) * strength,
+                        dim=-1)
+        drop = torch.rand(a.batch, generator=gen) < a.drop
+        t = torch.randint(len(alphas), (a.batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        loss = F.mse_loss(model(xt, t, e, drop), eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        lr_sched.step()
+        decay = min(a.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        done = step + 1
+        if step % 100 == 0 or done == a.steps:
+            el = time.time() - t_train
+            print(f"step {step} {el:.0f}s ({el / done:.2f}s/step) loss={loss.item():.4f}",
+                  flush=True)
+            history.append({"step": step, "loss": round(loss.item(), 5),
+                            "seconds": round(time.time() - t0, 1)})
+        if a.max_minutes and time.time() - t0 > a.max_minutes * 60:
+            print(f"stopping early at step {done} (--max-minutes {a.max_minutes})", flush=True)
+            break
+    t_end = time.time()
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+    meta = {"seed": a.seed, "steps": a.steps, "steps_done": done, "batch": a.batch, "lr": a.lr,
+            "channels": list(channels), "scenes": a.scenes, "cond_dropout": a.drop,
+            "embedding_noise": a.noise, "ema": a.ema,
+            "clip_weights_sha256": file_digest(clip_path),
+            "wall_seconds": round(t_end - t0, 1), "train_seconds": round(t_end - t_train, 1),
+            "data_seconds": round(t_data, 1), "threads": a.threads}
+    path = a.out.with_suffix(".safetensors")
+    save_shapes_generator(ema, path, clip="shapes-clip", metadata=meta)
+    path.chmod(0o644)
+    shipped, _ = read_shapes_generator(path)  # metrics of the fp16 weights as shipped
+    shipped.eval()
+    t_eval = time.time()
+    metrics = {f"guidance_{g:g}": generation_metrics(clip, shipped, emb_val, val.labels, 20, g,
+                                                     a.seed)
+               for g in (1.0, 2.0, 4.0)}
+    record = {**meta, "val_metrics_fp16": metrics, "eval_seconds": round(time.time() - t_eval, 1),
+              "history": history, "params": sum(p_.numel() for p_ in model.parameters()),
+              "file_bytes": path.stat().st_size, "torch": torch.__version__}
+    a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print("final", json.dumps(metrics), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,624 @@
+"""ReCLIP grounding: Isolated Proposal Scoring (IPS) plus the relation parser (METHODS.md 3).
+
+>>> result = ground(image, "the red circle left of the blue square", proposals=boxes)
+>>> result.index, result.box, result.probs
+
+Proposals (``proposals=``): boxes ``(P, 4)`` as ``x0, y0, x1, y1`` in pixels (exclusive ends,
+clipped to the image; a box with no area inside the image is an error); boolean masks
+``(P, H, W)`` (their tight boxes are scored; the masks come back in the result); objects with
+``.box``/``.mask`` (automatic proposals); a detections JSON file (see :func:`read_detections`);
+or ``None`` for automatic proposals (``regionlab.segment.proposals``). Duplicate boxes are
+allowed: they get equal probabilities and the lowest index wins the tie. One proposal is
+returned with probability 1.
+
+Scorers, all behind one interface (region embeddings -> ``logit_scale * cos`` with the text,
+summed over views and CLIP models, softmax over proposals):
+
+- ``ips`` (ReCLIP): a *crop* of the box and a *blur* view (the whole image Gaussian-blurred, the
+  box's original pixels pasted back), both stretched to the model's square input; all 2P views
+  of a model go through ONE batched forward. The blur sigma defaults to 100 px, the paper's
+  value for RefCOCO's ~640 px images, scaled with the image for smaller images:
+  ``sigma = 100 * min(1, longest_side / 640)`` (10 px for a 64 px ShapesWorld scene; at
+  100 px such a scene would be one flat colour).
+- ``masked-crop`` (OVSeg's region view) and ``maskinversion`` (the MaskInversion paper's REC
+  setting): one embedding per proposal mask (a box becomes a filled box mask).
+
+Texts are ``"a photo of " + text.lower()`` for the full expression and for every entity of the
+parse tree (:mod:`regionlab.tasks.reclip_parser`); the final choice is
+``argmax(IPS(full) * p_tree)`` when the expression has a spatial keyword, else ``argmax(IPS)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+from ..config import LIMITS
+from ..errors import InputError, ModelUnavailableError
+from ..inputs import check_number, check_text, load_image, load_masks
+
+SCORERS = ("ips", "masked-crop", "maskinversion")
+VIEWS = ("crop", "blur")
+REFERENCE_SIDE = 640  # RefCOCO-scale images, where ReCLIP's 100 px blur was chosen
+
+
+def default_blur_sigma(image_shape: tuple[int, int], sigma: float = 100.0) -> float:
+    """``sigma`` px for images whose longest side is >= 640 px, proportionally less below."""
+    return float(sigma) * min(1.0, max(image_shape[:2]) / REFERENCE_SIDE)
+
+
+# ------------------------------------------------------------------------------ proposals
+
+
+@dataclass
+class Proposals:
+    """Candidate regions: ``boxes`` (P, 4) float ``x0, y0, x1, y1`` (exclusive, inside the
+    image), optional ``masks`` (P, H, W) bool and ``scores`` (P,), where they came from."""
+
+    boxes: np.ndarray
+    masks: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    source: str = "boxes"
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def box_masks(self, image_shape: tuple[int, int]) -> np.ndarray:
+        """The masks, or filled-box masks when there are none, (P, H, W) bool."""
+        if self.masks is not None:
+            return self.masks
+        h, w = image_shape[:2]
+        out = np.zeros((len(self), h, w), bool)
+        for i, (x0, y0, x1, y1) in enumerate(_int_boxes(self.boxes)):
+            out[i, y0:y1, x0:x1] = True
+        return out
+
+
+def _int_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Pixel-aligned boxes that cover the float boxes (floor the start, ceil the end)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    return np.stack([np.floor(b[:, 0]), np.floor(b[:, 1]), np.ceil(b[:, 2]), np.ceil(b[:, 3])],
+                    axis=1).astype(int)
+
+
+def _check_count(n: int, what: str) -> None:
+    if n == 0:
+        raise InputError(f"no {what} given: grounding needs at least one candidate region")
+    if n > LIMITS.max_proposals:
+        raise InputError(f"{n} {what} given; the limit is {LIMITS.max_proposals}")
+
+
+def proposals_from_boxes(boxes, image_shape: tuple[int, int], source: str = "boxes",
+                         scores=None) -> Proposals:
+    """Validate boxes ``[[x0, y0, x1, y1], ...]``: finite numbers, ``x1 > x0`` and ``y1 > y0``;
+    boxes reaching outside the image are clipped to it (noted); a box with no area left inside
+    the image is an :class:`InputError` naming it."""
+    try:
+        b = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("boxes must be a list of [x0, y0, x1, y1] numbers") from None
+    if b.size == 0:
+        _check_count(0, "boxes")
+    if b.ndim == 1 and b.size == 4:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise InputError(f"boxes must have shape (P, 4) as [x0, y0, x1, y1], got {b.shape}")
+    _check_count(len(b), "boxes")
+    if not np.isfinite(b).all():
+        raise InputError("boxes contain NaN or infinite values")
+    h, w = image_shape[:2]
+    notes = []
+    for i, (x0, y0, x1, y1) in enumerate(b):
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"box {i} {[x0, y0, x1, y1]} is degenerate: need x1 > x0 and "
+                             f"y1 > y0 (boxes are x0, y0, x1, y1)")
+    clipped = b.copy()
+    clipped[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
+    clipped[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+    for i in range(len(b)):
+        cw, ch = clipped[i, 2] - clipped[i, 0], clipped[i, 3] - clipped[i, 1]
+        if cw < 1 or ch < 1:
+            raise InputError(f"box {i} {b[i].tolist()} has less than one pixel inside the "
+                             f"{w}x{h} image")
+        if not np.array_equal(clipped[i], b[i]):
+            notes.append(f"box {i} clipped to the image: {clipped[i].round(2).tolist()}")
+    _note_duplicates(clipped, notes)
+    sc = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    return Proposals(clipped, None, sc, source, notes)
+
+
+def _note_duplicates(boxes: np.ndarray, notes: list[str]) -> None:
+    seen: dict[tuple, int] = {}
+    for i, bx in enumerate(boxes):
+        key = tuple(np.round(bx, 3))
+        if key in seen:
+            notes.append(f"box {i} duplicates box {seen[key]}: equal scores, the lower index "
+                         f"wins ties")
+        else:
+            seen[key] = i
+
+
+def proposals_from_masks(masks, image_shape: tuple[int, int], source: str = "masks",
+                         scores=None) -> Proposals:
+    """Boolean masks (P, H, W) (any form :func:`regionlab.inputs.load_masks` takes) -> their
+    tight boxes; empty masks are refused."""
+    limits = replace(LIMITS, max_masks=LIMITS.max_proposals)
+    if masks is None or (hasattr(masks, "__len__") and len(masks) == 0):
+        _check_count(0, "masks")
+    mk = load_masks(masks, tuple(image_shape[:2]), limits=limits)
+    boxes = []
+    for m in mk:
+        ys, xs = np.nonzero(m)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    b = np.asarray(boxes, dtype=np.float64)
+    notes: list[str] = []
+    _note_duplicates(b, notes)
+    sc = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    return Proposals(b, mk, sc, source, notes)
+
+
+def read_detections(source, image_id=None, min_score: float | None = None,
+                    box_format: str = "auto") -> tuple[np.ndarray, np.ndarray | None]:
+    """Boxes (xyxy) and scores from a detections JSON (path, JSON text already parsed, or list).
+
+    Accepted: a list of ``{"bbox": [x, y, w, h], "score": s, "image_id": id}`` (COCO results;
+    filtered by ``image_id`` when given), a list of ``{"box": [x0, y0, x1, y1]}``, a dict
+    ``{image_id: [...]}`` of such lists, a dict ``{"boxes": [...], "scores": [...]}``, or a bare
+    list of boxes. ``box_format`` ("auto", "xyxy", "xywh") overrides the convention of bare
+    lists and of "box"/"bbox" keys (auto: "bbox" is COCO xywh, everything else xyxy).
+    """
+    if box_format not in ("auto", "xyxy", "xywh"):
+        raise InputError(f"box_format must be auto, xyxy or xywh, got {box_format!r}")
+    data = source
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"detections file not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"detections file {path} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and "boxes" in data:
+        rows = [{"box": b, "score": s} for b, s in
+                zip(data["boxes"], data.get("scores") or [None] * len(data["boxes"]))]
+    elif isinstance(data, dict):
+        key = None if image_id is None else str(image_id)
+        if key is None:
+            if len(data) != 1:
+                raise InputError("the detections file holds several images: give image_id")
+            key = next(iter(data))
+        if key not in {str(k) for k in data}:
+            raise InputError(f"no detections for image_id {image_id!r}")
+        rows = next(v for k, v in data.items() if str(k) == key)
+    elif isinstance(data, list):
+        rows = data
+    else:
+        raise InputError("detections must be a JSON list or object")
+    boxes, scores = [], []
+    for r in rows:
+        if isinstance(r, dict):
+            if image_id is not None and "image_id" in r and str(r["image_id"]) != str(image_id):
+                continue
+            if "bbox" in r:
+                fmt, b = ("xywh" if box_format == "auto" else box_format), r["bbox"]
+            elif "box" in r:
+                fmt, b = ("xyxy" if box_format == "auto" else box_format), r["box"]
+            else:
+                raise InputError(f"detection {r!r} has no 'bbox' or 'box'")
+            s = r.get("score")
+        else:
+            fmt, b, s = ("xyxy" if box_format == "auto" else box_format), r, None
+        if s is not None and min_score is not None and float(s) < min_score:
+            continue
+        try:
+            x0, y0, a, c = (float(v) for v in b)
+        except (TypeError, ValueError):
+            raise InputError(f"detection box {b!r} is not four numbers") from None
+        boxes.append([x0, y0, x0 + a, y0 + c] if fmt == "xywh" else [x0, y0, a, c])
+        scores.append(np.nan if s is None else float(s))
+    sc = np.asarray(scores) if boxes and not np.isnan(scores).all() else None
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), sc
+
+
+def automatic_proposals(image: np.ndarray, **options) -> Proposals:
+    """Class-agnostic proposals from :func:`regionlab.segment.proposals.generate_proposals`
+    (SAM when available, its offline fallback otherwise)."""
+    try:
+        from ..segment.proposals import generate_proposals
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"automatic proposals need regionlab.segment.proposals ({exc}); pass boxes or "
+            f"masks instead") from None
+    found = list(generate_proposals(image, **options))
+    if not found:
+        raise InputError("the automatic proposal generator found no region in this image; "
+                         "pass boxes instead")
+    found = found[: LIMITS.max_proposals]
+    props = proposals_from_masks([np.asarray(p.mask, bool) for p in found], image.shape[:2],
+                                 source="automatic",
+                                 scores=[float(getattr(p, "score", np.nan)) for p in found])
+    return props
+
+
+def make_proposals(image: np.ndarray, proposals) -> Proposals:
+    """Any supported proposal input (see the module docstring) -> :class:`Proposals`."""
+    shape = image.shape[:2]
+    if proposals is None or (isinstance(proposals, str) and proposals == "auto"):
+        return automatic_proposals(image)
+    if isinstance(proposals, Proposals):
+        if proposals.masks is not None:
+            return proposals_from_masks(proposals.masks, shape, proposals.source,
+                                        proposals.scores)
+        return proposals_from_boxes(proposals.boxes, shape, proposals.source, proposals.scores)
+    if isinstance(proposals, (str, Path)):
+        boxes, scores = read_detections(proposals)
+        return proposals_from_boxes(boxes, shape, "detections", scores)
+    if isinstance(proposals, dict):
+        if proposals.get("masks") is not None:
+            return proposals_from_masks(proposals["masks"], shape, "masks",
+                                        proposals.get("scores"))
+        if proposals.get("boxes") is not None:
+            return proposals_from_boxes(proposals["boxes"], shape, proposals.get("source", "boxes"),
+                                        proposals.get("scores"))
+        raise InputError("a proposals dict needs 'boxes' or 'masks'")
+    if isinstance(proposals, np.ndarray) and proposals.ndim == 3:
+        return proposals_from_masks(proposals, shape)
+    items = list(proposals)
+    if items and all(hasattr(p, "mask") for p in items):
+        return proposals_from_masks([np.asarray(p.mask, bool) for p in items], shape, "automatic",
+                                    [float(getattr(p, "score", np.nan)) for p in items])
+    if items and all(hasattr(p, "box") for p in items):
+        return proposals_from_boxes([list(p.box) for p in items], shape, "boxes")
+    if items and all((isinstance(p, np.ndarray) and p.ndim == 2)
+                     or isinstance(p, (str, Path, Image.Image)) for p in items):
+        return proposals_from_masks(items, shape)  # mask arrays, mask files or PIL masks
+    return proposals_from_boxes(items, shape)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+@dataclass(frozen=True)
+class GroundingOptions:
+    """Hyper-parameters of one grounding call (never stored on a model).
+
+    ``blur_sigma`` None = :func:`default_blur_sigma`; ``views`` a subset of crop/blur for the
+    ``ips`` scorer; ``area_prior`` drops proposals smaller than ``min_area_fraction`` of the
+    image (ReCLIP's optional 5% prior; ignored, with a note, if it would drop them all);
+    ``use_parser`` False = IPS alone; ``mi_options`` go to MaskInversion's ``invert``.
+    ``temperature`` divides every logit before its softmax over proposals (ours; 1 = ReCLIP):
+    above 1 it flattens CLIP's within-class preferences so that the parser's relations and
+    superlatives decide among look-alike candidates; IPS alone is unaffected (same argmax).
+    """
+
+    blur_sigma: float | None = None
+    views: tuple[str, ...] = VIEWS
+    area_prior: bool = False
+    min_area_fraction: float = 0.05
+    use_parser: bool = True
+    prompt: str = "a photo of "
+    logit_scale: float = 100.0
+    temperature: float = 1.0
+    max_batch: int = 512
+    mi_options: dict = field(default_factory=dict)
+
+    def checked(self) -> GroundingOptions:
+        if self.blur_sigma is not None:
+            check_number(self.blur_sigma, "blur_sigma", 0.0, 1000.0)
+        check_number(self.min_area_fraction, "min_area_fraction", 0.0, 1.0)
+        check_number(self.logit_scale, "logit_scale", 1e-3, 1000.0)
+        check_number(self.temperature, "temperature", 1e-3, 1e4)
+        check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
+        views = tuple(self.views)
+        if not views or any(v not in VIEWS for v in views) or len(set(views)) != len(views):
+            raise InputError(f"views must be a non-empty subset of {VIEWS}, got {self.views!r}")
+        return self
+
+
+def resolve_models(models) -> list:
+    """None (the default CLIP), a name, a loaded CLIP, or a list of those -> loaded CLIPs."""
+    from ..models import load_clip
+
+    if models is None:
+        return [load_clip(None)]
+    if isinstance(models, str) or hasattr(models, "encode_images"):
+        models = [models]
+    out = [m if hasattr(m, "encode_images") else load_clip(str(m)) for m in models]
+    if not out:
+        raise InputError("no CLIP model given for the ensemble")
+    return out
+
+
+def ips_views(image: np.ndarray, boxes: np.ndarray, views: tuple[str, ...] = VIEWS,
+              sigma: float | None = None) -> list[np.ndarray]:
+    """The IPS images, view-major: all crops, then all blur views (one blur per image)."""
+    ib = _int_boxes(boxes)
+    out: list[np.ndarray] = []
+    for view in views:
+        if view == "crop":
+            out += [image[y0:y1, x0:x1] for x0, y0, x1, y1 in ib]
+        elif view == "blur":
+            s = default_blur_sigma(image.shape) if sigma is None else float(sigma)
+            blurred = (np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(s)))
+                       if s > 0 else image)
+            for x0, y0, x1, y1 in ib:
+                v = blurred.copy()
+                v[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+                out.append(v)
+        else:
+            raise InputError(f"unknown IPS view {view!r}; expected one of {VIEWS}")
+    return out
+
+
+@dataclass
+class ProposalFeatures:
+    """Unit region embeddings of one image's proposals, per model: ``(V, P, D)`` tensors.
+
+    Computed once (:func:`embed_proposals`); :meth:`logits` scores any number of texts."""
+
+    clips: list
+    embeddings: list[torch.Tensor]
+    proposals: Proposals
+    image_shape: tuple[int, int]
+    scorer: str
+    timing: dict[str, float]
+    _text_cache: dict = field(default_factory=dict, repr=False)
+
+    def logits(self, texts: list[str], scale: float = 100.0) -> np.ndarray:
+        """``sum_models sum_views scale * cos(region, text)``, shape (P, T)."""
+        total = None
+        for clip, emb in zip(self.clips, self.embeddings):
+            missing = [t for t in texts if (id(clip), t) not in self._text_cache]
+            if missing:
+                enc = clip.encode_texts(missing).to(emb.device, emb.dtype)
+                for t, e in zip(missing, enc):
+                    self._text_cache[(id(clip), t)] = e
+            txt = torch.stack([self._text_cache[(id(clip), t)] for t in texts])
+            lg = (scale * torch.einsum("vpd,td->pt", emb, txt)).double().cpu().numpy()
+            total = lg if total is None else total + lg
+        return total
+
+
+def embed_proposals(image, proposals: Proposals, scorer: str = "ips", models=None,
+                    options: GroundingOptions | None = None) -> ProposalFeatures:
+    """Region embeddings for every proposal: IPS views in one batched forward per model, or
+    the masked-crop / MaskInversion embeddings."""
+    opts = (options or GroundingOptions()).checked()
+    if scorer not in SCORERS:
+        raise InputError(f"unknown scorer {scorer!r}; choose from {SCORERS}")
+    img = load_image(image)
+    clips = resolve_models(models)
+    timing = {"views_s": 0.0, "image_encode_s": 0.0}
+    embs = []
+    if scorer == "ips":
+        t0 = time.perf_counter()
+        views = ips_views(img, proposals.boxes, opts.views, opts.blur_sigma)
+        timing["views_s"] = time.perf_counter() - t0
+        n_views, n = len(opts.views), len(proposals)
+        for clip in clips:
+            t0 = time.perf_counter()
+            e = clip.encode_images(views, batch=min(len(views), opts.max_batch))
+            timing["image_encode_s"] += time.perf_counter() - t0
+            embs.append(F.normalize(e.float(), dim=-1).reshape(n_views, n, -1))
+    else:
+        masks = proposals.box_masks(img.shape)
+        for clip in clips:
+            t0 = time.perf_counter()
+            e = _mask_scorer_embeddings(clip, img, masks, scorer, opts)
+            timing["image_encode_s"] += time.perf_counter() - t0
+            embs.append(F.normalize(e.float(), dim=-1).reshape(1, len(proposals), -1))
+    return ProposalFeatures(clips, embs, proposals, tuple(img.shape[:2]), scorer, timing)
+
+
+def _mask_scorer_embeddings(clip, image: np.ndarray, masks: np.ndarray, scorer: str,
+                            opts: GroundingOptions) -> torch.Tensor:
+    if scorer == "masked-crop":
+        try:
+            from ..region.baselines import region_embeddings
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                f"the masked-crop scorer needs regionlab.region.baselines ({exc})") from None
+        emb = region_embeddings(clip, image, masks, "masked-crop")
+    else:
+        try:
+            from ..region.maskinversion import invert
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                f"the maskinversion scorer needs regionlab.region.maskinversion ({exc})") from None
+        emb = invert(clip, image, masks, **opts.mi_options).embeddings
+    emb = getattr(emb, "embeddings", emb)
+    return torch.as_tensor(np.asarray(emb) if not torch.is_tensor(emb) else emb).detach()
+
+
+def softmax_over_proposals(logits: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Softmax (temperature 1) over proposals of (P,) or (P, T) logits; dropped ones get 0."""
+    lg = np.array(logits, dtype=np.float64)
+    if keep is not None:
+        lg[~keep] = -np.inf
+    lg = lg - lg.max(axis=0, keepdims=True)
+    e = np.exp(lg)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+# ------------------------------------------------------------------------------ grounding
+
+
+@dataclass
+class GroundingResult:
+    """The chosen proposal and everything needed to explain the choice.
+
+    ``probs``: final distribution over proposals; ``ips_probs``: IPS of the full expression;
+    ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
+    relations and superlatives); ``timing`` in seconds."""
+
+    index: int
+    box: list[float]
+    mask: np.ndarray | None
+    probs: list[float]
+    ips_probs: list[float]
+    node_probs: dict[int, dict]
+    tree: object | None
+    used_tree: bool
+    expression: str
+    scorer: str
+    models: list[str]
+    proposals: Proposals
+    timing: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable (masks left out; boxes and probabilities included)."""
+        return {
+            "index": self.index,
+            "box": self.box,
+            "probs": self.probs,
+            "tree": self.tree.to_dict() if self.tree is not None else None,
+            "ips_probs": self.ips_probs,
+            "node_probs": {str(k): v for k, v in self.node_probs.items()},
+            "used_tree": self.used_tree,
+            "expression": self.expression,
+            "scorer": self.scorer,
+            "models": self.models,
+            "boxes": [[round(float(v), 3) for v in b] for b in self.proposals.boxes],
+            "proposal_source": self.proposals.source,
+            "timing": {k: round(v, 6) for k, v in self.timing.items()},
+            "notes": self.notes + list(self.proposals.notes),
+        }
+
+
+def _rounded(p: np.ndarray) -> list[float]:
+    return [float(round(float(v), 8)) for v in p]
+
+
+def ground_features(features: ProposalFeatures, expression: str,
+                    options: GroundingOptions | None = None, tree=None) -> GroundingResult:
+    """Ground ``expression`` on already embedded proposals (embed once, query many)."""
+    from .reclip_parser import execute_tree, parse_expression
+
+    opts = (options or GroundingOptions()).checked()
+    t_start = time.perf_counter()
+    text = check_text(expression, "expression")
+    timing = dict(features.timing)
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    if opts.use_parser and tree is None:
+        tree = parse_expression(text)
+    timing["parse_s"] = time.perf_counter() - t0
+    props = features.proposals
+    n = len(props)
+    h, w = features.image_shape
+    keep = None
+    if opts.area_prior:
+        area = (props.boxes[:, 2] - props.boxes[:, 0]) * (props.boxes[:, 3] - props.boxes[:, 1])
+        keep = area >= opts.min_area_fraction * h * w
+        if not keep.any():
+            notes.append(f"area prior ignored: every proposal is smaller than "
+                         f"{opts.min_area_fraction:.0%} of the image")
+            keep = None
+        elif not keep.all():
+            notes.append(f"area prior dropped {int((~keep).sum())} proposal(s) smaller than "
+                         f"{opts.min_area_fraction:.0%} of the image")
+    entities = [] if tree is None else [e for e in tree.entities if e.text and not e.generic]
+    texts = [opts.prompt + text.lower()] + [opts.prompt + e.text.lower() for e in entities]
+    texts = list(dict.fromkeys(texts))
+    t0 = time.perf_counter()
+    logits = features.logits(texts, opts.logit_scale)
+    timing["text_s"] = time.perf_counter() - t0
+    probs_by_text = softmax_over_proposals(logits / opts.temperature, keep)
+    ips = probs_by_text[:, 0]
+    used = bool(opts.use_parser and tree is not None and tree.uses_spatial)
+    node_probs: dict[int, dict] = {}
+    final = ips
+    t0 = time.perf_counter()
+    if tree is not None:
+        node_ips = {e.id: probs_by_text[:, texts.index(opts.prompt + e.text.lower())]
+                    for e in entities}
+        if keep is not None:  # uniform (generic) entities still respect the prior
+            for e in tree.entities:
+                if e.id not in node_ips:
+                    node_ips[e.id] = keep / keep.sum()
+        dists, tree_notes = execute_tree(tree, node_ips, props.boxes, (h, w))
+        notes += tree_notes
+        for e in tree.entities:
+            base = node_ips.get(e.id, np.full(n, 1.0 / n))
+            node_probs[e.id] = {"text": e.text, "ips": _rounded(base),
+                                "p": _rounded(dists[e.id])}
+        if used:
+            prod = ips * dists[0]
+            if prod.sum() > 0 and np.isfinite(prod.sum()):
+                final = prod / prod.sum()
+            else:
+                final = dists[0]
+                notes.append("IPS(full) * p_tree vanished: using p_tree alone")
+    timing["tree_s"] = time.perf_counter() - t0
+    index = int(np.argmax(final))  # the lowest index wins ties (duplicate boxes)
+    timing["total_s"] = (time.perf_counter() - t_start + timing.get("views_s", 0.0)
+                         + timing.get("image_encode_s", 0.0))
+    return GroundingResult(
+        index=index,
+        box=[float(v) for v in props.boxes[index]],
+        mask=None if props.masks is None else props.masks[index],
+        probs=_rounded(final),
+        ips_probs=_rounded(ips),
+        node_probs=node_probs,
+        tree=tree,
+        used_tree=used,
+        expression=text,
+        scorer=features.scorer,
+        models=[c.name for c in features.clips],
+        proposals=props,
+        timing=timing,
+        notes=notes,
+    )
+
+
+def ground(image, expression: str, proposals=None, scorer: str = "ips", models=None,
+           options: GroundingOptions | None = None) -> GroundingResult:
+    """Find the proposal that ``expression`` refers to (ReCLIP, METHODS.md 3).
+
+    ``image``: PIL image, HxWx3 uint8 array or path; ``proposals``: see the module docstring
+    (None: automatic proposals); ``scorer``: ips, masked-crop or maskinversion; ``models``:
+    CLIP names or loaded CLIPs (an ensemble sums their logits; default: the default CLIP).
+    """
+    t0 = time.perf_counter()
+    text = check_text(expression, "expression")
+    opts = (options or GroundingOptions()).checked()
+    if scorer not in SCORERS:
+        raise InputError(f"unknown scorer {scorer!r}; choose from {SCORERS}")
+    img = load_image(image)
+    props = make_proposals(img, proposals)
+    tree = None
+    tp = time.perf_counter()
+    if opts.use_parser:
+        from .reclip_parser import parse_expression
+
+        tree = parse_expression(text)
+    parse_s = time.perf_counter() - tp
+    features = embed_proposals(img, props, scorer, models, opts)
+    result = ground_features(features, text, opts, tree=tree)
+    result.timing["parse_s"] = parse_s
+    result.timing["total_s"] = time.perf_counter() - t0
+    return result
+
+
+def box_iou(a, b) -> np.ndarray:
+    """IoU matrix of xyxy boxes (torchvision.ops.box_iou), (len(a), len(b))."""
+    from torchvision.ops import box_iou as tv_iou
+
+    ta = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    tb = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return tv_iou(ta, tb).numpy()
+
+
+def random_choice_accuracy(n_proposals: int) -> float:
+    """Expected accuracy of a uniform random choice among ``n`` proposals (one correct)."""
+    return 1.0 / n_proposals if n_proposals > 0 else math.nan

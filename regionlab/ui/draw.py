@@ -1,0 +1,111 @@
+"""Drawing for the app: region overlays, click markers, boxes, heatmaps (pure numpy/PIL/cv2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def _thickness(shape: tuple[int, ...]) -> int:
+    return max(1, round(max(shape[:2]) / 200))
+
+
+def overlay_regions(image: np.ndarray, masks: Sequence[np.ndarray],
+                    colours: Sequence[tuple[int, int, int]], alpha: float = 0.45,
+                    highlight: int | None = None) -> np.ndarray:
+    """Masks filled with their colours (``alpha``) and outlined on a copy of ``image``;
+    the ``highlight`` region gets a thicker white-edged outline."""
+    out = image.astype(np.float32).copy()
+    for mask, colour in zip(masks, colours):
+        m = np.asarray(mask, dtype=bool)
+        out[m] = out[m] * (1 - alpha) + np.array(colour, np.float32) * alpha
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    t = _thickness(image.shape)
+    for i, (mask, colour) in enumerate(zip(masks, colours)):
+        contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        if i == highlight:
+            cv2.drawContours(out, contours, -1, (255, 255, 255), 3 * t)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), t)
+    return out
+
+
+def draw_points(image: np.ndarray, points: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """Positive clicks as green discs, negative ones as red discs (white rim)."""
+    out = image.copy()
+    r = max(3, round(max(image.shape[:2]) / 90))
+    for x, y, label in points:
+        colour = (40, 200, 60) if label else (230, 40, 40)
+        cv2.circle(out, (int(x), int(y)), r + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(out, (int(x), int(y)), r, colour, -1, cv2.LINE_AA)
+    return out
+
+
+def draw_box(image: np.ndarray, box: Sequence[float], colour=(255, 215, 0), label: str = "",
+             thickness: int | None = None) -> np.ndarray:
+    """A rectangle (x0, y0, x1, y1 exclusive) with an optional text label."""
+    out = image.copy()
+    t = thickness or _thickness(image.shape)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), tuple(colour), t)
+    if label:
+        scale = max(0.35, max(image.shape[:2]) / 900)
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = max(th + 2, y0 - 2)
+        cv2.rectangle(out, (x0, ty - th - 2), (x0 + tw + 2, ty + 2), tuple(colour), -1)
+        cv2.putText(out, label, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+def draw_marker(image: np.ndarray, x: int, y: int, colour=(255, 215, 0)) -> np.ndarray:
+    """A cross marking the first corner of a box being drawn."""
+    out = image.copy()
+    r = max(4, round(max(image.shape[:2]) / 60))
+    t = _thickness(image.shape)
+    cv2.line(out, (x - r, y), (x + r, y), colour, t, cv2.LINE_AA)
+    cv2.line(out, (x, y - r), (x, y + r), colour, t, cv2.LINE_AA)
+    return out
+
+
+def heatmap(values: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.55,
+            cmap: str = "jet") -> np.ndarray:
+    """A map in [0, 1] (H, W) coloured with ``cmap`` and blended over ``image`` if given
+    (resized to the image)."""
+    from matplotlib import colormaps
+
+    v = np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0.0, 1.0)
+    if image is not None and v.shape != image.shape[:2]:
+        v = cv2.resize(v, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    rgb = (colormaps[cmap](v)[..., :3] * 255).astype(np.float32)
+    if image is None:
+        return rgb.astype(np.uint8)
+    return np.clip(image.astype(np.float32) * (1 - alpha) + rgb * alpha, 0, 255).astype(np.uint8)
+
+
+def mask_outline(image: np.ndarray, mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
+    """The mask's outline drawn on ``image``."""
+    out = image.copy()
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, colour, _thickness(image.shape))
+    return out
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight box (x0, y0, x1, y1 exclusive) of a mask, None if empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def box_mask(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
+    """A boolean (H, W) mask filled inside the box (x0, y0, x1, y1 exclusive)."""
+    h, w = shape
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    m = np.zeros((h, w), bool)
+    m[max(0, y0):max(0, min(h, y1)), max(0, x0):max(0, min(w, x1))] = True
+    return m

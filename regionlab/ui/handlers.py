@@ -1,0 +1,566 @@
+"""Event adapters of the interactive UI.
+
+Each handler takes the session (``gr.State``) and component values, calls the plain functions
+of :mod:`regionlab.ui.service`, updates the session and returns what to show. Handlers hold no
+state of their own; the :class:`Session` object is per browser tab.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..inputs import load_image
+from . import examples, service
+from .adapters import progress_fn, safe_vocab
+from .draw import (
+    box_mask,
+    draw_box,
+    draw_marker,
+    draw_points,
+    heatmap,
+    mask_box,
+    mask_outline,
+    overlay_regions,
+)
+from .export import build_zip
+from .files import Scratch
+from .options import AppOptions, check_model
+from .session import Session
+
+INCLUDE, EXCLUDE, BOX = "Include (+)", "Exclude (-)", "Box (2 clicks)"
+CLICK_MODES = (INCLUDE, EXCLUDE, BOX)
+PROPOSALS, MY_REGIONS = "Automatic proposals", "My regions"
+
+
+# ------------------------------------------------------------------------------ drawing
+
+
+def canvas(s: Session) -> np.ndarray | None:
+    """The image with every region, the active region's clicks and a pending box corner."""
+    if s.image is None:
+        return None
+    out = overlay_regions(s.image, [r.mask for r in s.regions], [r.colour for r in s.regions],
+                          highlight=s.active)
+    region = s.active_region()
+    if region is not None and region.points:
+        out = draw_points(out, region.points)
+    if s.pending_corner is not None:
+        out = draw_marker(out, *s.pending_corner)
+    return out
+
+
+def legend_html(s: Session) -> str:
+    if not s.regions:
+        return "<p class='rl-empty'>No regions yet.</p>"
+    rows = []
+    for i, r in enumerate(s.regions):
+        colour = "#{:02x}{:02x}{:02x}".format(*r.colour)
+        mark = " <b>(active)</b>" if i == s.active else ""
+        rows.append(f"<li><span class='rl-swatch' style='background:{colour}'></span>"
+                    f"{html.escape(r.name)} <small>{r.source}, {r.area} px</small>{mark}</li>")
+    return "<ul class='rl-legend'>" + "".join(rows) + "</ul>"
+
+
+def region_view(s: Session):
+    """(state, canvas, active-region dropdown, legend) after any change of the regions."""
+    active = s.active_region()
+    dd = gr.Dropdown(choices=s.names(), value=active.name if active else None)
+    return s, canvas(s), dd, legend_html(s)
+
+
+def _editor_value(s: Session):
+    if s.image is None:
+        return None
+    return {"background": s.image, "layers": [], "composite": s.image}
+
+
+def editor_value(s: Session):
+    """The brush editor showing the session's image (sent when the Brush tab opens)."""
+    return _editor_value(s or Session())
+
+
+# ------------------------------------------------------------------------- image & regions
+
+
+def on_image_input(image, s: Session):
+    """Upload / paste / clear on the canvas."""
+    s = s or Session()
+    if image is None:
+        s = Session()
+        return (*region_view(s), None)
+    s.set_image(load_image(image), "upload")
+    return (*region_view(s), _editor_value(s))
+
+
+def on_example(key: str, s: Session):
+    """Load an example by key (``scene:<seed>`` or ``photo:<name>``) with its prepared masks."""
+    s = s or Session()
+    ex = examples.load_example(key)
+    s.set_image(ex.image, ex.name)
+    for name, mask in ex.regions:
+        s.add_region(mask, "example", name=name)
+    s.active = 0 if s.regions else None
+    return (*region_view(s), _editor_value(s))
+
+
+def on_gallery_select(s: Session, evt: gr.SelectData):
+    items = examples.gallery()
+    if not 0 <= int(evt.index) < len(items):
+        raise InputError("no such example")
+    return on_example(items[int(evt.index)][0], s)
+
+
+def on_scene_seed(seed, s: Session):
+    return on_example(f"scene:{int(seed) if seed is not None else -1}", s)
+
+
+def on_click(s: Session, mode: str, sam: str | None, options: AppOptions, evt: gr.SelectData):
+    """A click on the canvas; ``evt.index`` is (x, y) in the image's natural pixels."""
+    if evt.index is None or len(evt.index) < 2:
+        raise InputError("click inside the image")
+    return click_at(s, evt.index[0], evt.index[1], mode, sam, options)
+
+
+def click_at(s: Session, x, y, mode: str, sam: str | None, options: AppOptions):
+    """A click at pixel (x, y): refine the active region (Include / Exclude), start a new one,
+    or place a corner of a box (two clicks)."""
+    from ..inputs import check_number
+
+    s = s or Session()
+    image = s.require_image()
+    h, w = image.shape[:2]
+    x = int(round(check_number(x, "click x", 0, w - 1)))
+    y = int(round(check_number(y, "click y", 0, h - 1)))
+    if mode not in CLICK_MODES:
+        raise InputError(f"unknown click mode {mode!r}; choose from {list(CLICK_MODES)}")
+    sam = check_model("sam", sam, options)
+    key = (sam, s.image_name, image.shape)
+    segmenter = s.segmenter if s.segmenter_key == key else None
+    t0 = time.perf_counter()
+    if mode == BOX:
+        if s.pending_corner is None:
+            s.pending_corner = (x, y)
+            return region_view(s)
+        (x0, y0), s.pending_corner = s.pending_corner, None
+        box = (min(x0, x), min(y0, y), max(x0, x) + 1, max(y0, y) + 1)
+        out = service.segment(image, sam=sam, box=box, multimask=True, segmenter=segmenter)
+        mask = out.masks[0] if out.masks[0].any() else box_mask(box, (h, w))
+        s.add_region(mask, "box", box=box, logits=out.logits)
+    else:
+        label = 0 if mode == EXCLUDE else 1
+        region = s.active_region()
+        if region is None or region.source not in ("click", "box"):
+            if not label:
+                raise InputError("start a region with an Include click first")
+            points = [(x, y, 1)]
+            out = service.segment(image, sam=sam, points=points, multimask=True,
+                                  segmenter=segmenter)
+            if not out.masks[0].any():
+                raise InputError(f"the segmenter found no region at ({x}, {y})")
+            s.add_region(out.masks[0], "click", points=points, logits=out.logits)
+        else:
+            points = [*region.points, (x, y, label)]
+            out = service.segment(image, sam=sam, points=points, box=region.box,
+                                  multimask=False, prev_logits=region.logits,
+                                  segmenter=segmenter)
+            if not out.masks[0].any():
+                raise InputError("this click would leave the region empty; click elsewhere")
+            region.mask, region.points, region.logits = out.masks[0], points, out.logits
+            s.results.pop("invert", None)
+    if out.notice and s.segmenter_key != key:
+        gr.Info(out.notice)
+    area = int(s.regions[s.active].mask.sum()) if s.active is not None else 0
+    if 0 < area < 0.001 * h * w:
+        gr.Warning(f"The region has only {area} px: click elsewhere on the object, use a box, "
+                   f"or paint it in the Brush tab.")
+    s.segmenter, s.segmenter_key = out.segmenter, key
+    s.timings["segment_s"] = round(time.perf_counter() - t0, 4)
+    s.timings["segment_backend"] = out.backend
+    return region_view(s)
+
+
+def on_new_region(s: Session):
+    s = s or Session()
+    s.active, s.pending_corner = None, None
+    return region_view(s)
+
+
+def on_select_region(name, s: Session):
+    s = s or Session()
+    if name:
+        s.select(name)
+    return s, canvas(s), legend_html(s)
+
+
+def on_rename(name, new_name, s: Session):
+    s = s or Session()
+    if not name:
+        raise InputError("select a region to rename")
+    s.rename(name, new_name)
+    return (*region_view(s), "")
+
+
+def on_delete(name, s: Session):
+    s = s or Session()
+    if not name:
+        raise InputError("select a region to delete")
+    s.delete(name)
+    return region_view(s)
+
+
+def on_clear(s: Session):
+    s = s or Session()
+    s.clear_regions()
+    return region_view(s)
+
+
+def on_proposals(s: Session, max_regions, sam: str | None, progress=gr.Progress()):
+    s = s or Session()
+    image = s.require_image()
+    progress(0.1, desc="finding proposals")
+    t0 = time.perf_counter()
+    props = service.propose(image, method=sam or None, max_regions=int(max_regions or 8))
+    if not props:
+        raise InputError("no proposals found on this image")
+    for p in props:
+        s.add_region(p["mask"], "proposal", box=p["box"])
+    s.timings["proposals_s"] = round(time.perf_counter() - t0, 4)
+    return region_view(s)
+
+
+def on_brush(editor, s: Session):
+    """Every painted layer of the editor becomes one region."""
+    s = s or Session()
+    image = s.require_image()
+    layers = (editor or {}).get("layers") or []
+    added = 0
+    for layer in layers:
+        if layer is None:
+            continue
+        arr = np.asarray(layer)
+        mask = arr[..., 3] > 0 if arr.ndim == 3 and arr.shape[2] == 4 else arr.any(-1) \
+            if arr.ndim == 3 else arr > 0
+        if mask.shape != image.shape[:2]:
+            from ..inputs import load_mask
+
+            mask = load_mask(mask, size=image.shape[:2])
+        if mask.any():
+            s.add_region(mask, "brush")
+            added += 1
+    if not added:
+        raise InputError("nothing painted: paint on a layer in the editor first")
+    return (*region_view(s), _editor_value(s))
+
+
+# --------------------------------------------------------------------- region embedding
+
+
+def vocab_of(choice: str, custom: str):
+    return safe_vocab(custom if choice == "custom" else choice)
+
+
+def _loss_frame(losses: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses})
+
+
+def _topk_frame(top: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame({"class": [t["label"] for t in top],
+                         "probability": [float(t["score"]) for t in top]})
+
+
+def embedding_view(s: Session, region_name: str | None):
+    """(before, iteration slider, iteration map, after, loss plot, top-k plot, top-k table)
+    for one region of the latest MaskInversion run."""
+    inv = s.results.get("invert")
+    if inv is None:
+        return (None, gr.Slider(value=0, maximum=1), None, None, None, None, None)
+    names = inv["names"]
+    r = names.index(region_name) if region_name in names else 0
+    mask = inv["masks"][r]
+    before = mask_outline(heatmap(inv["initial_maps"][r], s.image), mask)
+    after = mask_outline(heatmap(inv["maps"][r], s.image), mask)
+    n_hist = len(inv["history"])
+    last = max(n_hist - 1, 0)
+    it_map = None
+    if n_hist:
+        it_map = mask_outline(heatmap(np.asarray(inv["history"][last][r], np.float32), s.image),
+                              mask)
+    top = inv["top"][r]
+    table = pd.DataFrame({"rank": range(1, len(top) + 1), "class": [t["label"] for t in top],
+                          "probability": [round(float(t["score"]), 4) for t in top]})
+    if it_map is not None:
+        it_map = gr.Image(it_map, label=f"After {inv['history_iterations'][last]} of "
+                                        f"{len(inv['losses'])} steps")
+    slider = gr.Slider(value=last, minimum=0, maximum=max(last, 1), step=1,
+                       label="Replay the optimisation (recorded steps)")
+    return (before, slider, it_map, after,
+            _loss_frame(inv["losses"]), _topk_frame(top), table)
+
+
+def on_invert(s: Session, clip: str, device: str, engine: str, iterations, lr, alpha,
+              resolution, vocab_choice: str, custom: str, templates: str, top_k,
+              options: AppOptions, progress=gr.Progress()):
+    s = s or Session()
+    image = s.require_image()
+    masks = s.masks()
+    clip = check_model("clip", clip, options)
+    vocab = vocab_of(vocab_choice, custom)
+    report = progress_fn(progress)
+    out = service.invert(image, masks, clip=clip, device=device or None, iterations=iterations,
+                         lr=lr, alpha=alpha, resolution=resolution, engine=engine,
+                         cache=s.results.get("invert_cache"), progress=report)
+    report(0.97, "ranking classes")
+    t0 = time.perf_counter()
+    top = service.retrieve(out.embeddings, vocab, clip=clip, device=device or None,
+                           templates=templates, top_k=int(top_k))
+    s.results["invert_cache"] = out.cache
+    s.results["invert"] = {
+        "names": s.names(), "masks": masks, "embeddings": out.embeddings, "maps": out.maps,
+        "initial_maps": out.initial_maps, "history": out.history,
+        "history_iterations": out.history_iterations, "losses": out.losses,
+        "engine": out.engine, "settings": out.settings, "top": top, "clip": clip,
+        "vocab": vocab if isinstance(vocab, str) else list(vocab), "templates": templates,
+    }
+    s.timings.update({f"invert_{k}": round(v, 4) for k, v in out.timings.items()})
+    s.timings["retrieve_s"] = round(time.perf_counter() - t0, 4)
+    names = s.names()
+    summary = "; ".join(f"**{html.escape(n)}** → {t[0]['label']} ({t[0]['score']:.2f})"
+                        for n, t in zip(names, top))
+    status = f"MaskInversion ({out.engine}, {len(out.losses)} iterations, " \
+             f"{out.timings.get('total_s', 0):.2f} s): {summary}"
+    view = embedding_view(s, names[0])
+    dd = gr.Dropdown(choices=names, value=names[0])
+    return (s, dd, *view, status, s.timings)
+
+
+def on_view_region(name, s: Session):
+    return embedding_view(s or Session(), name)
+
+
+def on_iteration(frame, name, s: Session):
+    """The map at one recorded step of the optimisation (slider position ``frame``)."""
+    s = s or Session()
+    inv = s.results.get("invert")
+    if inv is None or not inv["history"]:
+        return None
+    r = inv["names"].index(name) if name in inv["names"] else 0
+    k = int(min(max(frame or 0, 0), len(inv["history"]) - 1))
+    m = np.asarray(inv["history"][k][r], np.float32)
+    label = f"After {inv['history_iterations'][k]} of {len(inv['losses'])} steps"
+    return gr.Image(mask_outline(heatmap(m, s.image), inv["masks"][r]), label=label)
+
+
+def on_compare(s: Session, clip: str, device: str, vocab_choice: str, custom: str,
+               templates: str, options: AppOptions, progress=gr.Progress()):
+    s = s or Session()
+    image = s.require_image()
+    masks = s.masks()
+    clip = check_model("clip", clip, options)
+    inv = s.results.get("invert")
+    inverted = inv["embeddings"] if inv is not None and inv["names"] == s.names() and \
+        inv["clip"] == clip else None
+    t0 = time.perf_counter()
+    res = service.compare(image, masks, clip=clip, device=device or None,
+                          vocab=vocab_of(vocab_choice, custom), templates=templates,
+                          inverted=inverted, progress=progress_fn(progress))
+    s.results["compare"] = res
+    s.timings["compare_s"] = round(time.perf_counter() - t0, 4)
+    rows = []
+    for name, row in zip(s.names(), res["rows"]):
+        rows.append([name] + [f"{row[m]['label']} ({row[m]['score']:.2f})"
+                              for m in res["methods"]])
+    return s, pd.DataFrame(rows, columns=["region", *res["methods"]]), s.timings
+
+
+def on_caption(s: Session, captioner: str, device: str, options: AppOptions,
+               progress=gr.Progress()):
+    s = s or Session()
+    image, masks = s.require_image(), s.masks()
+    captioner = check_model("captioner", captioner, options)
+    progress(0.1, desc="captioning (MaskInversion + caption decoder)")
+    t0 = time.perf_counter()
+    captions = service.caption(image, masks, captioner=captioner, device=device or None)
+    s.results["caption"] = dict(zip(s.names(), captions))
+    s.timings["caption_s"] = round(time.perf_counter() - t0, 4)
+    return s, "\n".join(f"{n}: {c}" for n, c in zip(s.names(), captions)), s.timings
+
+
+def on_generate(s: Session, generator: str, device: str, n, seed, steps,
+                options: AppOptions, progress=gr.Progress()):
+    s = s or Session()
+    image, masks = s.require_image(), s.masks()
+    generator = check_model("generator", generator, options)
+    t0 = time.perf_counter()
+    images = service.generate(image, masks, generator=generator, device=device or None,
+                              n=n, seed=seed, steps=steps, progress=progress_fn(progress))
+    s.timings["generate_s"] = round(time.perf_counter() - t0, 4)
+    gallery = [(im, f"{name} #{k + 1}") for name, row in zip(s.names(), images)
+               for k, im in enumerate(row)]
+    return s, gallery, s.timings
+
+
+# ------------------------------------------------------------------- grounding, labelling
+
+
+def _boxes_of(s: Session) -> list[tuple[int, int, int, int]]:
+    return [mask_box(r.mask) for r in s.regions]
+
+
+def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
+              options: AppOptions, progress=gr.Progress()):
+    s = s or Session()
+    image = s.require_image()
+    clip = check_model("clip", clip, options)
+    boxes = _boxes_of(s) if source == MY_REGIONS else None
+    if source == MY_REGIONS and not boxes:
+        raise InputError("no regions yet: make some, or choose automatic proposals")
+    progress(0.1, desc="grounding")
+    t0 = time.perf_counter()
+    res = service.ground(image, expression, boxes=boxes, clip=clip, device=device or None)
+    view = grounding_view(image, res)
+    s.results["ground"] = view["json"]
+    s.results["ground_overlay"] = view["image"]
+    s.timings["ground_s"] = round(time.perf_counter() - t0, 4)
+    return s, view["image"], view["table"], view["tree"], view["summary"], s.timings
+
+
+def grounding_view(image: np.ndarray, res) -> dict:
+    """Drawing, probability table, parse tree and a one-line summary of a grounding result."""
+    d = res.to_dict()
+    boxes, probs, chosen = d["boxes"], d["probs"], int(d["index"])
+    out = image.copy()
+    for i, b in enumerate(boxes):
+        if i != chosen:
+            out = draw_box(out, b, (170, 170, 170), f"{i}: {probs[i]:.2f}")
+    out = draw_box(out, boxes[chosen], (255, 215, 0), f"{chosen}: {probs[chosen]:.2f}",
+                   thickness=max(2, round(max(image.shape[:2]) / 120)))
+    table = pd.DataFrame({"proposal": list(range(len(boxes))),
+                          "box": [str([round(v) for v in b]) for b in boxes],
+                          "probability": [round(p, 4) for p in probs],
+                          "CLIP only (IPS)": [round(p, 4) for p in d["ips_probs"]]})
+    how = ("the parse tree (relations / superlatives) re-weighted CLIP's scores"
+           if d["used_tree"] else "no spatial keyword: CLIP's isolated proposal scores alone")
+    summary = f"Chosen proposal **{chosen}** (p = {probs[chosen]:.2f}); {how}."
+    if d["notes"]:
+        summary += " " + " ".join(f"_{html.escape(str(n))}_" for n in d["notes"])
+    tree = {"tree": d["tree"], "entities": d["node_probs"]}
+    return {"image": out, "table": table, "tree": tree, "summary": summary, "json": d}
+
+
+def on_label(s: Session, classes: str, source: str, clip: str, device: str,
+             options: AppOptions, progress=gr.Progress()):
+    s = s or Session()
+    image = s.require_image()
+    clip = check_model("clip", clip, options)
+    masks = s.masks() if source == MY_REGIONS else None
+    progress(0.1, desc="labelling")
+    t0 = time.perf_counter()
+    res = service.label(image, classes, masks=masks, clip=clip, device=device or None)
+    view = labelling_view(image, res)
+    s.results["label"] = view["json"]
+    s.results["label_overlay"] = view["overlay"]
+    s.timings["label_s"] = round(time.perf_counter() - t0, 4)
+    if view["notice"]:
+        gr.Info(view["notice"])
+    annotated = gr.AnnotatedImage(view["annotated"], color_map=view["colours"])
+    return s, annotated, view["table"], s.timings
+
+
+def labelling_view(image: np.ndarray, res) -> dict:
+    """AnnotatedImage value, per-mask top-k table and JSON of a labelling result."""
+    rows = []
+    for i, region in enumerate(res.regions):
+        rows.append([i, region.label or "(unlabelled)"]
+                    + [f"{t['label']} ({float(t['score']):.2f})" for t in region.top[:3]])
+    width = max((len(r) for r in rows), default=2)
+    table = pd.DataFrame([r + [""] * (width - len(r)) for r in rows],
+                         columns=["mask", "label"] + [f"top {k}" for k in range(1, width - 1)])
+    overlay = res.overlay if res.overlay is not None else image
+    return {"annotated": (image, res.annotations), "colours": dict(res.colours),
+            "table": table, "json": res.to_dict(), "overlay": np.asarray(overlay),
+            "notice": res.notice}
+
+
+# ------------------------------------------------------------------- export & settings
+
+
+def on_export(s: Session, settings: dict, scratch: Scratch):
+    s = s or Session()
+    data = build_zip(s, settings)
+    return scratch.write("regionlab_export.zip", data)
+
+
+def models_markdown() -> str:
+    """A table of every registered model with its availability and the reason."""
+    from ..models import get_spec, list_models
+
+    lines = ["| kind | model | available | why |", "|---|---|---|---|"]
+    for info in list_models():
+        if get_spec(info.name).extra.get("testing"):
+            continue
+        lines.append(f"| {info.kind} | `{info.name}` | {'yes' if info.available else 'no'} | "
+                     f"{info.reason.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def clip_defaults(clip: str, device: str | None, options: AppOptions):
+    """The tuned MaskInversion defaults of a CLIP, for the Settings sliders."""
+    name = check_model("clip", clip, options)
+    try:
+        d = service.load_clip(name, device or None).defaults
+    except Exception as exc:  # an unavailable model keeps the current values
+        raise InputError(str(exc)) from None
+    return (gr.Number(value=d["mi_iterations"]), gr.Number(value=d["mi_lr"]),
+            gr.Number(value=d["mi_alpha"]), gr.Number(value=d["mi_resolution"]))
+
+
+class Handlers:
+    """The handlers that need the app's options or scratch folder, as bound methods (gradio
+    reads their signatures and type hints: ``gr.SelectData``, ``gr.Progress``)."""
+
+    def __init__(self, options: AppOptions, scratch: Scratch):
+        self.options = options
+        self.scratch = scratch
+
+    def click(self, s: Session, mode: str, sam: str | None, evt: gr.SelectData):
+        return on_click(s, mode, sam, self.options, evt)
+
+    def click_at(self, s: Session, x, y, mode: str, sam: str | None):
+        return click_at(s, x, y, mode, sam, self.options)
+
+    def invert(self, s: Session, clip, device, engine, iterations, lr, alpha, resolution,
+               vocab_choice, custom, templates, top_k, progress=gr.Progress()):
+        return on_invert(s, clip, device, engine, iterations, lr, alpha, resolution,
+                         vocab_choice, custom, templates, top_k, self.options, progress)
+
+    def compare(self, s: Session, clip, device, vocab_choice, custom, templates,
+                progress=gr.Progress()):
+        return on_compare(s, clip, device, vocab_choice, custom, templates, self.options,
+                          progress)
+
+    def caption(self, s: Session, captioner, device, progress=gr.Progress()):
+        return on_caption(s, captioner, device, self.options, progress)
+
+    def generate(self, s: Session, generator, device, n, seed, steps, progress=gr.Progress()):
+        return on_generate(s, generator, device, n, seed, steps, self.options, progress)
+
+    def ground(self, s: Session, expression, source, clip, device, progress=gr.Progress()):
+        return on_ground(s, expression, source, clip, device, self.options, progress)
+
+    def label(self, s: Session, classes, source, clip, device, progress=gr.Progress()):
+        return on_label(s, classes, source, clip, device, self.options, progress)
+
+    def export(self, s: Session, clip, sam, device, engine, iterations, lr, alpha, resolution):
+        settings = {"clip": clip, "sam": sam, "device": device, "engine": engine,
+                    "iterations": iterations, "lr": lr, "alpha": alpha,
+                    "resolution": resolution}
+        return on_export(s, settings, self.scratch)
+
+    def clip_defaults(self, clip, device):
+        return clip_defaults(clip, device, self.options)

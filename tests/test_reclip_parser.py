@@ -1,0 +1,303 @@
+"""The ReCLIP relation/superlative parser (METHODS.md 3.2): trees, predicates, combination."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from regionlab.errors import ModelUnavailableError
+from regionlab.tasks.reclip_parser import (
+    ABOVE,
+    BELOW,
+    BIGGER,
+    LEFT,
+    NEAR,
+    REFERENCE_RELATIONS,
+    REFERENCE_SUPERLATIVES,
+    RIGHT,
+    WITHIN,
+    Relation,
+    Superlative,
+    apply_relation,
+    apply_superlative,
+    between_tensor,
+    execute_tree,
+    normalise_expression,
+    parse_expression,
+    relation_matrix,
+)
+
+
+def sig(tree, eid: int = 0) -> str:
+    """Compact tree signature: ``text ^superlative pred(target ...)``; ``*`` = any object,
+    ``!`` = negated, ``-`` = a non-spatial link, ``#k`` = k-th from that side."""
+    e = tree.entities[eid]
+    parts = [e.text or "*"]
+    parts += ["^" + s.name.replace(" #", "#") for s in e.superlatives]
+    for r in e.relations:
+        inner = ", ".join(sig(tree, t) for t in r.targets)
+        parts.append(("!" if r.negated else "") + f"{r.predicate or '-'}({inner})")
+    return " ".join(parts)
+
+
+CASES = [
+    # the reference's relation keywords
+    ("the red circle to the left of the blue square", "the red circle left_of(the blue square)"),
+    ("the red circle left of the blue square", "the red circle left_of(the blue square)"),
+    ("the red circle on the left of the blue square", "the red circle left_of(the blue square)"),
+    ("the red circle right of the blue square", "the red circle right_of(the blue square)"),
+    ("the square to the right of the circle", "the square right_of(the circle)"),
+    ("the red circle above the blue square", "the red circle above(the blue square)"),
+    ("the red circle below the blue square", "the red circle below(the blue square)"),
+    ("the circle under the star", "the circle below(the star)"),
+    ("the circle west of the star", "the circle left_of(the star)"),
+    ("the star east of the circle", "the star right_of(the circle)"),
+    ("the cat north of the dog", "the cat above(the dog)"),
+    ("the cat south of the dog", "the cat below(the dog)"),
+    ("the dog behind the car", "the dog above(the car)"),
+    ("the car in front of the house", "the car below(the house)"),
+    ("the circle bigger than the square", "the circle bigger(the square)"),
+    ("the cup larger than the bowl", "the cup bigger(the bowl)"),
+    ("the circle smaller than the star", "the circle smaller(the star)"),
+    ("the circle closer than the star", "the circle bigger(the star)"),
+    ("the star inside the square", "the star within(the square)"),
+    ("the ball within the box", "the ball within(the box)"),
+    # the reference's superlatives
+    ("the leftmost red circle", "the red circle ^leftmost"),
+    ("the rightmost square", "the square ^rightmost"),
+    ("the biggest star", "the star ^biggest"),
+    ("the largest square", "the square ^biggest"),
+    ("the smallest red square", "the red square ^smallest"),
+    ("the tiniest dog", "the dog ^smallest"),
+    ("the closest car", "the car ^biggest"),
+    ("the furthest car", "the car ^smallest"),
+    ("the western house", "the house ^leftmost"),
+    ("the eastern tower", "the tower ^rightmost"),
+    ("the bigger circle", "the circle ^biggest"),
+    ("the red circle on the left", "the red circle ^leftmost"),
+    ("the square at the top", "the square ^topmost"),
+    ("the triangle on the right", "the triangle ^rightmost"),
+    ("the circle underneath", "the circle ^bottommost"),
+    # words the reference misses
+    ("the topmost star", "the star ^topmost"),
+    ("the bottommost cross", "the cross ^bottommost"),
+    ("the star at the bottom", "the star ^bottommost"),
+    ("the upper square", "the square ^topmost"),
+    ("the lower circle", "the circle ^bottommost"),
+    ("the highest star", "the star ^topmost"),
+    ("the lowest triangle", "the triangle ^bottommost"),
+    ("the nearest circle", "the circle ^biggest"),
+    ("the farthest circle", "the circle ^smallest"),
+    ("the cross in the middle", "the cross ^middle"),
+    ("the triangle in the center", "the triangle ^middle"),
+    ("the centre square", "the square ^middle"),
+    ("the middle circle", "the circle ^middle"),
+    ("the second square from the left", "the square ^leftmost#2"),
+    ("the square second from the left", "the square ^leftmost#2"),
+    ("third circle from the right", "circle ^rightmost#3"),
+    ("the 2nd circle from the top", "the circle ^topmost#2"),
+    ("second largest circle", "circle ^biggest#2"),
+    ("the circle next to the star", "the circle near(the star)"),
+    ("the square beside the green cross", "the square near(the green cross)"),
+    ("the cross that is near the red star", "the cross near(the red star)"),
+    ("the circle closest to the star", "the circle near(the star)"),
+    ("the circle farthest from the star", "the circle far(the star)"),
+    ("the square away from the circle", "the square far(the circle)"),
+    ("the square on top of the circle", "the square above(the circle)"),
+    ("the circle over the square", "the circle above(the square)"),
+    ("the square beneath the star", "the square below(the star)"),
+    ("the top left circle", "the circle ^topmost ^leftmost"),
+    ("the circle in the top left corner", "the circle ^topmost ^leftmost"),
+    ("the square on the right side of the image", "the square ^rightmost"),
+    ("the star at the bottom of the picture", "the star ^bottommost"),
+    ("the circle farthest to the left", "the circle ^leftmost"),
+    ("the far left circle", "the circle ^leftmost"),
+    # between (the reference discards it)
+    ("the circle between the two squares", "the circle between(the two squares)"),
+    ("the star between the red circle and the blue square",
+     "the star between(the red circle, the blue square)"),
+    # possessives and "with" (the reference crashes on the latter with a superlative)
+    ("man with a hat on the left", "man ^leftmost -(a hat)"),
+    ("the man's hat", "hat -(the man)"),
+    ("the dog's ball on the right", "ball ^rightmost -(the dog)"),
+    ("the woman\u2019s bag on the left", "bag ^leftmost -(the woman)"),
+    ("the girl with the umbrella on the right", "the girl ^rightmost -(the umbrella)"),
+    ("the man on the left holding a cup", "the man ^leftmost -(a cup)"),
+    # no relation at all
+    ("the green triangle", "the green triangle"),
+    ("red circle", "red circle"),
+    ("a photo of a cat", "a cat"),
+    ("the tall man in a blue shirt", "the tall man -(a blue shirt)"),
+    ("the man wearing a hat", "the man -(a hat)"),
+    # casing, punctuation and spelling variants
+    ("THE RED CIRCLE LEFT OF THE BLUE SQUARE!!!", "the red circle left_of(the blue square)"),
+    ("The Left-Most Square.", "the square ^leftmost"),
+    ("the right-hand circle", "the circle ^rightmost"),
+    ("the top-most star", "the star ^topmost"),
+    ("the circle , left of the square ...", "the circle left_of(the square)"),
+    ("red circle,left of blue square", "red circle left_of(blue square)"),
+    ('"the leftmost circle"', "the circle ^leftmost"),
+    # clauses, negation, implicit and generic heads, partitives, nesting
+    ("the circle that is not left of the square", "the circle !left_of(the square)"),
+    ("the circle not next to the square", "the circle !near(the square)"),
+    ("the square that is to the right of the circle", "the square right_of(the circle)"),
+    ("the cross which is above the yellow star", "the cross above(the yellow star)"),
+    ("the blue square is below the red circle", "the blue square below(the red circle)"),
+    ("find the red circle left of the star", "the red circle left_of(the star)"),
+    ("left of the star", "* left_of(the star)"),
+    ("the one on the left", "* ^leftmost"),
+    ("the leftmost one", "* ^leftmost"),
+    ("the smaller of the two stars", "the two stars ^smallest"),
+    ("the leftmost of the circles", "the circles ^leftmost"),
+    ("the red circle left of the blue square which is above the star",
+     "the red circle left_of(the blue square above(the star))"),
+    ("the circle left of the square and above the star",
+     "the circle left_of(the square) above(the star)"),
+    ("the red object left of the star", "the red object left_of(the star)"),
+]
+
+
+@pytest.mark.parametrize("expression,expected", CASES, ids=[c[0][:40] for c in CASES])
+def test_tree(expression, expected):
+    tree = parse_expression(expression)
+    assert sig(tree) == expected, tree.describe()
+
+
+def test_enough_cases():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("expression", ["the green triangle", "a photo of a cat", "the man's hat",
+                                        "the tall man in a blue shirt"])
+def test_no_spatial_keyword_means_ips_alone(expression):
+    assert not parse_expression(expression).uses_spatial
+
+
+def test_rules_are_recorded_and_displayable():
+    tree = parse_expression("man with a hat on the left")
+    d = tree.to_dict()
+    json.dumps(d)  # serialisable
+    assert d["entities"][0]["rule"] == "ROOT noun phrase"
+    assert "lifted from 'hat'" in d["superlatives"][0]["rule"]
+    assert d["relations"][0]["predicate"] is None and "with" in d["relations"][0]["rule"]
+    text = tree.describe()
+    assert "leftmost" in text and "tree used: yes" in text
+    tree = parse_expression("the red circle left of the blue square")
+    rel = tree.to_dict()["relations"][0]
+    assert rel["keyword"] == "left" and rel["path"] == ["left", "of"] and rel["source"] == 0
+
+
+def test_head_rules():
+    assert parse_expression("the blue square is below the red circle").head.rule.startswith(
+        "nsubj of the root word")
+    assert "no noun before the relation" in parse_expression("left of the star").head.rule
+    assert parse_expression("the smaller of the two stars").head.rule.startswith("partitive")
+    empty = parse_expression("\U0001F431\U0001F436")
+    assert empty.head.generic and not empty.uses_spatial
+    foreign = parse_expression("\u00bfd\u00f3nde est\u00e1 el gato?")
+    assert not foreign.uses_spatial and foreign.head.text
+
+
+def test_reference_tables_as_in_methods():
+    assert REFERENCE_RELATIONS[ABOVE] == {"above", "north", "top", "back", "behind"}
+    assert REFERENCE_RELATIONS[BIGGER] == {"bigger", "larger", "closer"}
+    assert REFERENCE_SUPERLATIVES[LEFT] == {"left", "west", "leftmost", "western"}
+    assert REFERENCE_SUPERLATIVES[BELOW] == {"below", "south", "underneath", "front"}
+
+
+def test_normalise():
+    assert normalise_expression("The LEFT-most  circle!!") == "the leftmost circle"
+    assert normalise_expression("the 3rd one from the right-hand side") == \
+        "the third one from the right side"
+    assert normalise_expression("  ...  ") == ""
+
+
+def test_missing_pipeline_error_names_both(monkeypatch):
+    from regionlab import nlp
+
+    with pytest.raises(ModelUnavailableError) as err:
+        nlp.load_spacy(("no_such_pipeline_a", "no_such_pipeline_b"))
+    assert "no_such_pipeline_a" in str(err.value) and "no_such_pipeline_b" in str(err.value)
+    assert nlp.load_spacy() is nlp.load_spacy()  # cached
+
+
+# ------------------------------------------------------------------------------ predicates
+
+ROW = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], float)  # left to right
+
+
+def test_pairwise_predicates():
+    s = relation_matrix(LEFT, ROW, (10, 50))
+    assert s.tolist() == [[0, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert (relation_matrix(RIGHT, ROW, (10, 50)) == s.T).all()
+    col = ROW[:, [1, 0, 3, 2]]  # top to bottom
+    assert relation_matrix(ABOVE, col, (50, 10)).tolist() == s.tolist()
+    sizes = np.array([[0, 0, 4, 4], [0, 0, 8, 8], [10, 10, 12, 12]], float)
+    assert relation_matrix(BIGGER, sizes, (20, 20))[1].tolist() == [1, 0, 1]
+    nested = np.array([[0, 0, 10, 10], [2, 2, 4, 4]], float)
+    w = relation_matrix(WITHIN, nested, (10, 10))
+    assert w[1, 0] == 1.0 and w[0, 1] == pytest.approx(0.04) and w[0, 0] == 0  # diagonal 0
+
+
+def test_relation_and_superlative_combination_exact():
+    p = np.array([0.5, 0.1, 0.4])
+    q = np.array([0.0, 1.0, 0.0])  # the related entity is box 1
+    rel = Relation(LEFT, [1])
+    new, note = apply_relation(p, rel, [q], ROW, (10, 50))
+    r = relation_matrix(LEFT, ROW, (10, 50)) @ q
+    assert note is None and np.allclose(new, p * r / (p * r).sum())
+    assert new.argmax() == 0
+    sup = Superlative(RIGHT, "rightmost")
+    new, _ = apply_superlative(p, sup, ROW, (10, 50))
+    ref = p * (relation_matrix(RIGHT, ROW, (10, 50)) @ p)
+    assert np.allclose(new, ref / ref.sum()) and new.argmax() == 2
+
+
+def test_negated_relation_and_rank():
+    p = np.full(3, 1 / 3)
+    q = np.array([0.0, 1.0, 0.0])
+    neg, note = apply_relation(p, Relation(LEFT, [1], negated=True), [q], ROW, (10, 50))
+    assert note is None and neg.tolist() == [0.0, 0.0, 1.0]  # box 2 is the one not left of 1
+    four = np.array([[0, 0, 5, 5], [10, 0, 15, 5], [20, 0, 25, 5], [30, 0, 35, 5]], float)
+    p4 = np.full(4, 0.25)
+    second, _ = apply_superlative(p4, Superlative(LEFT, "left", rank=2), four, (5, 40))
+    third, _ = apply_superlative(p4, Superlative(RIGHT, "right", rank=3), four, (5, 40))
+    assert second.argmax() == 1 and third.argmax() == 1
+
+
+def test_between_and_near():
+    b = between_tensor(ROW)
+    assert b[1, 0, 2] == pytest.approx(1.0) and b[0, 1, 2] == 0 and b[2, 0, 1] == 0
+    p = np.full(3, 1 / 3)
+    q = np.array([0.5, 0.0, 0.5])
+    out, _ = apply_relation(p, Relation("between", [1]), [q], ROW, (10, 50))
+    assert out.argmax() == 1
+    near = relation_matrix(NEAR, ROW, (10, 50))
+    assert near[1, 0] == pytest.approx(1.0) and near[2, 0] < near[1, 0]
+
+
+def test_middle_superlative():
+    p = np.full(3, 1 / 3)
+    out, _ = apply_superlative(p, Superlative("middle", "middle"), ROW, (10, 50))
+    assert out.argmax() == 1
+
+
+def test_execute_tree_end_to_end():
+    # boxes: 0 red (right), 1 red (left), 2 blue (middle)
+    boxes = np.array([[65, 20, 80, 35], [10, 20, 25, 35], [38, 20, 53, 35]], float)
+    tree = parse_expression("the red circle left of the blue square")
+    ips = {0: np.array([0.6, 0.4, 0.0]), 1: np.array([0.0, 0.0, 1.0])}
+    dists, notes = execute_tree(tree, ips, boxes, (60, 90))
+    assert dists[0].argmax() == 1 and not notes
+    tree = parse_expression("the rightmost red circle")
+    dists, _ = execute_tree(tree, {0: np.array([0.3, 0.7, 0.0])}, boxes, (60, 90))
+    assert dists[0].argmax() == 0
+
+
+def test_vanishing_relation_is_reported_not_crashing():
+    p = np.array([1.0, 0.0, 0.0])
+    q = np.array([1.0, 0.0, 0.0])
+    out, note = apply_relation(p, Relation(RIGHT, [0]), [q], ROW, (10, 50))
+    assert note and np.allclose(out, p)

@@ -1,0 +1,145 @@
+"""The app's plain helpers (no server): session, regions, export, examples, validation."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionlab.errors import InputError
+from regionlab.ui import examples
+from regionlab.ui.adapters import safe_vocab
+from regionlab.ui.export import build_zip
+from regionlab.ui.options import AppOptions, check_model
+from regionlab.ui.service import check_box, check_points, thin_history
+from regionlab.ui.session import Session
+
+
+def _session() -> Session:
+    s = Session()
+    s.set_image(np.zeros((20, 30, 3), np.uint8), "test")
+    return s
+
+
+def _mask(y0, y1, x0, x1, shape=(20, 30)) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_regions_add_rename_delete_clear():
+    s = _session()
+    a = s.add_region(_mask(0, 5, 0, 5), "click")
+    b = s.add_region(_mask(5, 9, 5, 9), "brush")
+    assert s.names() == ["region 1", "region 2"] and s.active == 1
+    assert a.colour != b.colour
+    s.rename("region 1", "star")
+    with pytest.raises(InputError, match="already exists"):
+        s.rename("region 2", "star")
+    with pytest.raises(InputError, match="wrong|image is"):
+        s.add_region(np.ones((5, 5), bool), "click")
+    s.delete("star")
+    assert s.names() == ["region 2"]
+    s.clear_regions()
+    with pytest.raises(InputError, match="no regions"):
+        s.masks()
+    with pytest.raises(InputError, match="no region named"):
+        s.select("nope")
+
+
+def test_new_image_drops_everything():
+    s = _session()
+    s.add_region(_mask(0, 5, 0, 5), "click")
+    s.results["invert"] = {"x": 1}
+    s.set_image(np.zeros((8, 8, 3), np.uint8), "other")
+    assert s.regions == [] and s.results == {} and s.active is None
+
+
+def test_points_and_boxes_are_checked_against_the_image():
+    assert check_points([(3, 4, 1), (0.4, 2.6, 0)], (10, 10)) == [(3, 4, 1), (0, 3, 0)]
+    with pytest.raises(InputError, match="point x"):
+        check_points([(10, 0, 1)], (10, 10))
+    with pytest.raises(InputError, match="label"):
+        check_points([(1, 1, 2)], (10, 10))
+    assert check_box([8, 9, 2, 1], (10, 10)) == (2, 1, 8, 9)
+    with pytest.raises(InputError, match="empty"):
+        check_box([2, 2, 2, 5], (10, 10))
+    assert check_box(None, (10, 10)) is None
+
+
+def test_vocabularies_never_read_paths():
+    assert safe_vocab("COCO") == "coco"
+    assert safe_vocab("cat, dog") == ["cat", "dog"]
+    assert safe_vocab("/etc/hosts.txt") == ["/etc/hosts.txt"]  # a (strange) class name
+    with pytest.raises(InputError, match="empty"):
+        safe_vocab("  ")
+    with pytest.raises(InputError, match="duplicate"):
+        safe_vocab("cat, CAT")
+
+
+def test_model_names_from_users_must_be_registered():
+    opts = AppOptions()
+    assert check_model("clip", "", opts) == "shapes-clip"
+    assert check_model("clip", "ViT-B-16@openai", opts) == "ViT-B-16@openai"
+    assert check_model("sam", "classical", opts) == "classical"
+    with pytest.raises(InputError, match="unknown clip model"):
+        check_model("clip", "ViT-B-16@/etc/passwd", opts)
+
+
+def test_thin_history_bounds_frames_and_size():
+    hist = [np.full((2, 256, 256), i, np.float16) for i in range(100)]
+    frames, its = thin_history(hist, max_frames=10, max_side=64)
+    assert len(frames) == 10 and its[0] == 0 and its[-1] == 99
+    assert frames[0].shape == (2, 64, 64) and frames[0].dtype == np.float16
+    assert float(frames[-1][0, 0, 0]) == 99
+    assert thin_history([]) == ([], [])
+
+
+def test_export_zip_holds_json_masks_overlays_and_embeddings():
+    s = _session()
+    s.add_region(_mask(0, 5, 0, 5), "click", name="a/b")
+    s.results["invert"] = {"names": ["a/b"], "embeddings": np.ones((1, 4), np.float32),
+                           "maps": np.zeros((1, 20, 30)), "top": [[{"label": "x", "score": 1}]],
+                           "losses": [0.5, 0.2]}
+    with zipfile.ZipFile(io.BytesIO(build_zip(s, {"lr": 0.1}))) as zf:
+        names = zf.namelist()
+        doc = json.loads(zf.read("results.json"))
+        mask = np.asarray(Image.open(zf.open("regions/00_a_b_mask.png"))) > 127
+        emb = np.load(io.BytesIO(zf.read("embeddings.npy")))
+    assert {"image.png", "overlay.png", "regions/00_a_b_overlay.png",
+            "heatmaps/00_after.png"} <= set(names)
+    assert mask.sum() == 25 and emb.shape == (1, 4)
+    assert doc["regions"][0]["name"] == "a/b" and doc["settings"] == {"lr": 0.1}
+    assert doc["results"]["invert"]["losses"] == [0.5, 0.2]
+    with pytest.raises(InputError, match="no image"):
+        build_zip(Session())
+
+
+def test_examples_are_deterministic_and_photos_have_masks():
+    a, b = examples.load_example("scene:24"), examples.load_example("scene:24")
+    assert np.array_equal(a.image, b.image) and a.image.shape == (448, 448, 3)
+    with pytest.raises(InputError):
+        examples.load_example("scene:-3")
+    with pytest.raises(InputError, match="unknown example"):
+        examples.load_example("file:/etc/passwd")
+    if examples.photos_available():
+        cat = examples.load_example("photo:chelsea")
+        assert [n for n, _ in cat.regions] == ["cat"]
+        assert cat.regions[0][1].shape == cat.image.shape[:2]
+
+
+def test_unavailable_clip_falls_back_with_a_visible_notice():
+    from regionlab.ui import build_app, resolve_options
+
+    opts = resolve_options(clip="ViT-B-16@/nonexistent/weights.pt", sam="sam-vit-h")
+    assert opts.clip == "shapes-clip" and opts.sam is None
+    assert any("ViT-B-16@/nonexistent/weights.pt" in n for n in opts.notices)
+    assert any("sam-vit-h" in n for n in opts.notices)
+    demo = build_app(opts)
+    shown = " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
+    for notice in opts.notices:
+        assert notice in shown
