@@ -43,23 +43,44 @@ def make_inputs(size: int, n_masks: int, seed: int = 0):
 
 
 def loaded(model, dtype) -> LoadedCLIP:
-    return LoadedCLIP("ViT-B-16@random", model.to(dtype), open_clip.get_tokenizer("ViT-B-16"), 224,
-                      OPENAI_MEAN, OPENAI_STD, torch.device("cpu"), dtype, dict(REAL_DEFAULTS))
+    return LoadedCLIP(
+        "ViT-B-16@random",
+        model.to(dtype),
+        open_clip.get_tokenizer("ViT-B-16"),
+        224,
+        OPENAI_MEAN,
+        OPENAI_STD,
+        torch.device("cpu"),
+        dtype,
+        dict(REAL_DEFAULTS),
+    )
 
 
 def run_reference(refvenv: Path, payload: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.pt", Path(tmp) / "out.pt"
         torch.save(payload, inp)
-        subprocess.run([str(refvenv / "bin" / "python"), str(PEER), str(inp), str(out)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(refvenv / "bin" / "python"), str(PEER), str(inp), str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         return torch.load(out, weights_only=False)
 
 
 def ours_maskinversion(clip, image, masks, iterations, lr, alpha, size, engine):
     cache = mi.prepare_image_cache(clip, image, size)
-    return mi.invert(clip, image, list(masks), iterations=iterations, lr=lr, alpha=alpha,
-                     resolution=size, engine=engine, cache=cache).embeddings
+    return mi.invert(
+        clip,
+        image,
+        list(masks),
+        iterations=iterations,
+        lr=lr,
+        alpha=alpha,
+        resolution=size,
+        engine=engine,
+        cache=cache,
+    ).embeddings
 
 
 def main(argv=None) -> None:
@@ -85,18 +106,37 @@ def main(argv=None) -> None:
         for size in a.sizes:
             image, masks = make_inputs(size, a.masks)
             x = clip.to_tensor([image], size=size)
-            queries = F.normalize(torch.randn(4, clip.embed_dim, generator=torch.Generator()
-                                              .manual_seed(1)), dim=-1).to(dtype)
-            ref = run_reference(a.refvenv, {
-                "arch": "ViT-B-16", "state_dict": state, "image": x, "masks": torch.from_numpy(masks),
-                "queries": queries, "iterations": a.iterations, "lr": 0.5, "alpha": 0.0,
-                "dtype": dtype_name, "what": "both", "threads": a.threads})
-            ours_maps = torch.from_numpy(legrad_maps(clip, image, queries, resolution=size,
-                                                     layers=1).maps)
-            row = {"dtype": dtype_name, "size": size, "masks": a.masks,
-                   "iterations": a.iterations,
-                   "legrad_max_abs_diff": float((ours_maps - ref["legrad"].to(ours_maps.dtype))
-                                                .abs().max())}
+            queries = F.normalize(
+                torch.randn(4, clip.embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1
+            ).to(dtype)
+            ref = run_reference(
+                a.refvenv,
+                {
+                    "arch": "ViT-B-16",
+                    "state_dict": state,
+                    "image": x,
+                    "masks": torch.from_numpy(masks),
+                    "queries": queries,
+                    "iterations": a.iterations,
+                    "lr": 0.5,
+                    "alpha": 0.0,
+                    "dtype": dtype_name,
+                    "what": "both",
+                    "threads": a.threads,
+                },
+            )
+            ours_maps = torch.from_numpy(
+                legrad_maps(clip, image, queries, resolution=size, layers=1).maps
+            )
+            row = {
+                "dtype": dtype_name,
+                "size": size,
+                "masks": a.masks,
+                "iterations": a.iterations,
+                "legrad_max_abs_diff": float(
+                    (ours_maps - ref["legrad"].to(ours_maps.dtype)).abs().max()
+                ),
+            }
             for engine in ("autograd", "factorized"):
                 emb = ours_maskinversion(clip, image, masks, a.iterations, 0.5, 0.0, size, engine)
                 r = ref["embeddings"].to(emb.dtype)
@@ -105,9 +145,18 @@ def main(argv=None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"reference": "legrad-torch 1.1, maskinversion-torch 1.1, "
-                                 "open_clip_torch 2.23.0", "model": "ViT-B-16 random init",
-                                 "lr": 0.5, "rows": rows}, indent=2) + "\n")
+    a.out.write_text(
+        json.dumps(
+            {
+                "reference": "legrad-torch 1.1, maskinversion-torch 1.1, open_clip_torch 2.23.0",
+                "model": "ViT-B-16 random init",
+                "lr": 0.5,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

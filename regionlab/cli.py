@@ -100,7 +100,14 @@ def run_manifest(mod, args) -> int:
             out_dir = Path(base_out) / str(lineno) if base_out else None
             result = mod.run(merged, args, out_dir)
             result = {"line": lineno, **result}
-        except (RegionLabError, ValueError, OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (
+            RegionLabError,
+            ValueError,
+            OSError,
+            json.JSONDecodeError,
+            KeyError,
+            TypeError,
+        ) as exc:
             failed += 1
             result = {"line": lineno, "error": f"{type(exc).__name__}: {exc}"}
         log.info("line %d done in %.2fs", lineno, time.perf_counter() - t0)
@@ -116,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     if args.device:
         import os

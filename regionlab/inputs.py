@@ -177,7 +177,9 @@ def load_masks(
     return masks
 
 
-def check_text(text, what: str = "text", limits: Limits = LIMITS, max_chars: int | None = None) -> str:
+def check_text(
+    text, what: str = "text", limits: Limits = LIMITS, max_chars: int | None = None
+) -> str:
     """Normalise (NFC, control characters -> space, collapse spaces) and bound a text."""
     if not isinstance(text, str):
         raise InputError(f"{what} must be a string, got {type(text).__name__}")
@@ -199,8 +201,11 @@ def check_classes(classes, limits: Limits = LIMITS) -> list[str]:
     """
     if isinstance(classes, str):
         classes = classes.split(",")
-    names = [check_text(c, "class name", limits, limits.max_class_chars) for c in classes
-             if isinstance(c, str) and c.strip()]
+    names = [
+        check_text(c, "class name", limits, limits.max_class_chars)
+        for c in classes
+        if isinstance(c, str) and c.strip()
+    ]
     if not names:
         raise InputError("the class list is empty")
     if len(names) > limits.max_classes:

@@ -9,8 +9,13 @@ def test_list_models_marks_availability():
     infos = models.list_models("clip")
     names = [m.name for m in infos]
     assert names[0] == "shapes-clip"
-    for real in ("ViT-B-16@openai", "ViT-B-32@openai", "ViT-L-14@openai", "ViT-H-14@laion2b_s32b_b79k",
-                 "ViT-B-16@laion2b_s34b_b88k"):
+    for real in (
+        "ViT-B-16@openai",
+        "ViT-B-32@openai",
+        "ViT-L-14@openai",
+        "ViT-H-14@laion2b_s32b_b79k",
+        "ViT-B-16@laion2b_s34b_b88k",
+    ):
         assert real in names
     real = next(m for m in infos if m.name == "ViT-B-16@openai")
     assert real.available is False and "hf download" in real.reason
@@ -67,7 +72,10 @@ def test_load_is_cached_and_thread_safe():
     import threading
 
     out = []
-    ts = [threading.Thread(target=lambda: out.append(models.load_clip("shapes-clip"))) for _ in range(4)]
+    ts = [
+        threading.Thread(target=lambda: out.append(models.load_clip("shapes-clip")))
+        for _ in range(4)
+    ]
     [t.start() for t in ts]
     [t.join() for t in ts]
     assert len({id(o) for o in out}) == 1

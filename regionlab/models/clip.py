@@ -70,8 +70,9 @@ class LoadedCLIP:
         outs = []
         for i in range(0, len(images), batch):
             x = self.to_tensor(images[i : i + batch], size)
-            tokens = run_blocks(self.visual, embed_tokens(self.visual, x),
-                                self.visual.transformer.resblocks)
+            tokens = run_blocks(
+                self.visual, embed_tokens(self.visual, x), self.visual.transformer.resblocks
+            )
             outs.append(encode_image_tokens(self.visual, tokens))
         return torch.cat(outs).float()
 
@@ -89,20 +90,29 @@ class LoadedCLIP:
 
 SHAPES_DEFAULTS = {
     # tuned on ShapesWorld VALIDATION scenes (benchmarks/results/shapes_mi_tuning.json)
-    "mi_lr": 0.3, "mi_iterations": 10, "mi_alpha": 0.0, "mi_resolution": 64,
+    "mi_lr": 0.3,
+    "mi_iterations": 10,
+    "mi_alpha": 0.0,
+    "mi_resolution": 64,
     "legrad_resolution": 64,
 }
 REAL_DEFAULTS = {
     # the MaskInversion paper's settings
-    "mi_lr": 0.5, "mi_iterations": 10, "mi_alpha": 0.0, "mi_resolution": 448,
+    "mi_lr": 0.5,
+    "mi_iterations": 10,
+    "mi_alpha": 0.0,
+    "mi_resolution": 448,
     "legrad_resolution": 448,
 }
 
 
 def _shapes_available(spec: ModelSpec) -> tuple[bool, str]:
     path = Path(spec.extra["path"])
-    return (True, f"bundled file {path.name}") if path.is_file() else (
-        False, f"bundled weights missing: {path}")
+    return (
+        (True, f"bundled file {path.name}")
+        if path.is_file()
+        else (False, f"bundled weights missing: {path}")
+    )
 
 
 def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> LoadedCLIP:
@@ -122,8 +132,17 @@ def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> L
     model.load_state_dict(state)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     size = model.visual.image_size[0]
-    return LoadedCLIP(spec.name, model, tokenizer(), size, OPENAI_MEAN, OPENAI_STD, device, dtype,
-                      dict(SHAPES_DEFAULTS))
+    return LoadedCLIP(
+        spec.name,
+        model,
+        tokenizer(),
+        size,
+        OPENAI_MEAN,
+        OPENAI_STD,
+        device,
+        dtype,
+        dict(SHAPES_DEFAULTS),
+    )
 
 
 def shapes_spec(name: str = "shapes-clip") -> ModelSpec:
@@ -131,8 +150,12 @@ def shapes_spec(name: str = "shapes-clip") -> ModelSpec:
 
     path = Path(os.environ.get("REGIONLAB_SHAPES_CLIP", WEIGHTS))
     return ModelSpec(
-        name=name, kind="clip", source=f"bundled:{path}", loader=_load_shapes,
-        availability=_shapes_available, arch="ShapesCLIP-ViT-T-8",
+        name=name,
+        kind="clip",
+        source=f"bundled:{path}",
+        loader=_load_shapes,
+        availability=_shapes_available,
+        arch="ShapesCLIP-ViT-T-8",
         description="ShapesWorld CLIP trained here (64 px, ViT patch 8); offline default",
         extra={"path": str(path)},
     )
@@ -155,7 +178,7 @@ def _hf_cached(repo: str) -> str | None:
 
 def _hub_repo(arch: str, source: str) -> str | None:
     if source.startswith("hf-hub:"):
-        return source[len("hf-hub:"):]
+        return source[len("hf-hub:") :]
     import open_clip
 
     cfg = open_clip.get_pretrained_cfg(arch, source)
@@ -165,7 +188,11 @@ def _hub_repo(arch: str, source: str) -> str | None:
 
 def _open_clip_available(spec: ModelSpec) -> tuple[bool, str]:
     arch, source = spec.arch, spec.extra["source"]
-    if source.startswith(("/", "./", "~")) or Path(source).suffix in (".pt", ".bin", ".safetensors"):
+    if source.startswith(("/", "./", "~")) or Path(source).suffix in (
+        ".pt",
+        ".bin",
+        ".safetensors",
+    ):
         p = Path(source).expanduser()
         return (True, f"local file {p}") if p.is_file() else (False, f"file not found: {p}")
     repo = _hub_repo(arch, source)
@@ -183,9 +210,15 @@ def _how_to(spec: ModelSpec) -> str:
         repo = _hub_repo(spec.arch, spec.extra["source"])
     except Exception:
         pass
-    dl = f"`hf download {repo}` (or `huggingface-cli download {repo}`) while online, " if repo else ""
-    return (f"To provide it: {dl}or point RegionLab at a local checkpoint with "
-            f"--clip {spec.arch}@/path/to/weights.pt (or REGIONLAB_CLIP=...).")
+    dl = (
+        f"`hf download {repo}` (or `huggingface-cli download {repo}`) while online, "
+        if repo
+        else ""
+    )
+    return (
+        f"To provide it: {dl}or point RegionLab at a local checkpoint with "
+        f"--clip {spec.arch}@/path/to/weights.pt (or REGIONLAB_CLIP=...)."
+    )
 
 
 def _load_state_dict_safely(path: Path) -> dict:
@@ -237,10 +270,15 @@ def open_clip_spec(arch: str, source: str, description: str = "") -> ModelSpec:
 
     if arch not in open_clip.list_models() and not source.startswith("hf-hub:"):
         raise ModelUnavailableError(
-            f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+            f"unknown open_clip architecture {arch!r} (see open_clip.list_models())"
+        )
     return ModelSpec(
-        name=f"{arch}@{source}", kind="clip", source=source, loader=_load_open_clip,
-        availability=_open_clip_available, arch=arch,
+        name=f"{arch}@{source}",
+        kind="clip",
+        source=source,
+        loader=_load_open_clip,
+        availability=_open_clip_available,
+        arch=arch,
         description=description or f"open_clip {arch} with weights {source}",
         extra={"source": source},
     )
@@ -249,8 +287,11 @@ def open_clip_spec(arch: str, source: str, description: str = "") -> ModelSpec:
 register_adhoc("clip", open_clip_spec)
 
 REAL_CLIPS = [
-    ("ViT-B-32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"),
-    ("ViT-B-16", "openai"), ("ViT-B-16", "laion2b_s34b_b88k"),
-    ("ViT-L-14", "openai"), ("ViT-L-14", "laion2b_s32b_b82k"),
+    ("ViT-B-32", "openai"),
+    ("ViT-B-32", "laion2b_s34b_b79k"),
+    ("ViT-B-16", "openai"),
+    ("ViT-B-16", "laion2b_s34b_b88k"),
+    ("ViT-L-14", "openai"),
+    ("ViT-L-14", "laion2b_s32b_b82k"),
     ("ViT-H-14", "laion2b_s32b_b79k"),
 ]

@@ -60,8 +60,9 @@ class ImageCache:
     def nbytes(self) -> int:
         n = self.x_in.numel() * self.x_in.element_size()
         if self.factors:
-            n += sum(t.numel() * t.element_size() for t in self.factors.values()
-                     if torch.is_tensor(t))
+            n += sum(
+                t.numel() * t.element_size() for t in self.factors.values() if torch.is_tensor(t)
+            )
         return n
 
 
@@ -89,8 +90,9 @@ def _maps_autograd(clip, cache: ImageCache, e: torch.Tensor, create_graph: bool)
     visual = clip.visual
     p = e.shape[0]
     with torch.enable_grad():
-        tr = trace_block(visual.transformer.resblocks[-1], cache.x_in.expand(p, -1, -1),
-                         attn_requires_grad=True)
+        tr = trace_block(
+            visual.transformer.resblocks[-1], cache.x_in.expand(p, -1, -1), attn_requires_grad=True
+        )
         f = F.normalize(pooled_mean_embedding(visual, tr.out), dim=-1)
         s = (f * e).sum()
         (g,) = torch.autograd.grad(s, tr.attn, create_graph=create_graph)
@@ -100,22 +102,28 @@ def _maps_autograd(clip, cache: ImageCache, e: torch.Tensor, create_graph: bool)
 def _gelu_derivative(act: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     name = type(act).__name__
     if name == "QuickGELU":
+
         def d(x):
             sg = torch.sigmoid(1.702 * x)
             return sg + 1.702 * x * sg * (1 - sg)
+
         return d
     if isinstance(act, nn.GELU):
         if act.approximate == "tanh":
+
             def d(x):
                 k = math.sqrt(2 / math.pi)
                 u = k * (x + 0.044715 * x**3)
                 t = torch.tanh(u)
                 return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * k * (1 + 3 * 0.044715 * x**2)
+
             return d
 
         def d(x):
             return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-0.5 * x**2) / math.sqrt(
-                2 * math.pi)
+                2 * math.pi
+            )
+
         return d
     raise NotImplementedError(f"no exact derivative for activation {name}")
 
@@ -150,13 +158,18 @@ def build_factors(clip, cache: ImageCache) -> dict:
         g1, g2 = _layer_scale(blk.ls_1), _layer_scale(blk.ls_2)
         cache.factors = {
             "n": n,
-            "fhat": z / znorm, "znorm": znorm,
-            "mhat": mhat, "sig_m": sig_m,
-            "gamma_post": visual.ln_post.weight, "proj": visual.proj,
+            "fhat": z / znorm,
+            "znorm": znorm,
+            "mhat": mhat,
+            "sig_m": sig_m,
+            "gamma_post": visual.ln_post.weight,
+            "proj": visual.proj,
             "w2": blk.mlp.c_proj.weight * (g2[:, None] if g2 is not None else 1),
             "dphi": _gelu_derivative(blk.mlp.gelu)(tr.hpre[0]),
             "w1": blk.mlp.c_fc.weight,
-            "gamma2": blk.ln_2.weight, "yhat": yhat, "sig2": sig2,
+            "gamma2": blk.ln_2.weight,
+            "yhat": yhat,
+            "sig2": sig2,
             "wo": blk.attn.out_proj.weight * (g1[:, None] if g1 is not None else 1),
             "v": tr.v[0],  # (H, N, d)
         }
@@ -224,18 +237,32 @@ class InversionResult:
 
 
 def _maps_at(maps_grid: torch.Tensor, cache: ImageCache, size: tuple[int, int]) -> torch.Tensor:
-    up = F.interpolate(maps_grid.reshape(-1, 1, *cache.grid), scale_factor=cache.patch,
-                       mode="bilinear", align_corners=False)[:, 0]
+    up = F.interpolate(
+        maps_grid.reshape(-1, 1, *cache.grid),
+        scale_factor=cache.patch,
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0]
     up = minmax(up)
     if tuple(up.shape[-2:]) != tuple(size):
         up = F.interpolate(up[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     return up
 
 
-def invert(clip, image, masks, *, iterations: int | None = None, lr: float | None = None,
-           alpha: float | None = None, resolution: int | None = None, engine: str = "auto",
-           keep_history: bool = False, cache: ImageCache | None = None,
-           progress: Callable[[int, int], None] | None = None) -> InversionResult:
+def invert(
+    clip,
+    image,
+    masks,
+    *,
+    iterations: int | None = None,
+    lr: float | None = None,
+    alpha: float | None = None,
+    resolution: int | None = None,
+    engine: str = "auto",
+    keep_history: bool = False,
+    cache: ImageCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> InversionResult:
     """MaskInversion for all ``masks`` of one image.
 
     ``image``: RGB array/PIL/path; ``masks``: list of HxW masks (bool, 0/255, or float
@@ -246,8 +273,13 @@ def invert(clip, image, masks, *, iterations: int | None = None, lr: float | Non
     """
     t0 = time.perf_counter()
     d = clip.defaults
-    iterations = check_number(d["mi_iterations"] if iterations is None else iterations,
-                              "iterations", 0, LIMITS.max_iterations, integer=True)
+    iterations = check_number(
+        d["mi_iterations"] if iterations is None else iterations,
+        "iterations",
+        0,
+        LIMITS.max_iterations,
+        integer=True,
+    )
     lr = check_number(d["mi_lr"] if lr is None else lr, "lr", LIMITS.min_lr, LIMITS.max_lr)
     alpha = check_number(d["mi_alpha"] if alpha is None else alpha, "alpha", 0, LIMITS.max_alpha)
     if engine not in ENGINES:
@@ -304,7 +336,9 @@ def invert(clip, image, masks, *, iterations: int | None = None, lr: float | Non
         rel = _maps_autograd(clip, cache, e, create_graph=False).detach()
     final = _maps_at(rel, cache, (h, w))
     if keep_history:
-        history.append(_maps_at(rel, cache, (cache.resolution,) * 2).cpu().numpy().astype(np.float16))
+        history.append(
+            _maps_at(rel, cache, (cache.resolution,) * 2).cpu().numpy().astype(np.float16)
+        )
     if first_maps is None:
         first_maps = final
     t_end = time.perf_counter()
@@ -312,10 +346,20 @@ def invert(clip, image, masks, *, iterations: int | None = None, lr: float | Non
         embeddings=emb.detach().cpu(),
         maps=final.float().cpu().numpy(),
         initial_maps=first_maps.float().cpu().numpy(),
-        history=history, losses=losses, engine=chosen,
-        settings={"iterations": iterations, "lr": lr, "alpha": alpha,
-                  "resolution": cache.resolution, "model": clip.name},
-        timings={"forward_s": round(t_fwd - t0, 4), "optimise_s": round(t_end - t_fwd, 4),
-                 "total_s": round(t_end - t0, 4)},
+        history=history,
+        losses=losses,
+        engine=chosen,
+        settings={
+            "iterations": iterations,
+            "lr": lr,
+            "alpha": alpha,
+            "resolution": cache.resolution,
+            "model": clip.name,
+        },
+        timings={
+            "forward_s": round(t_fwd - t0, 4),
+            "optimise_s": round(t_end - t_fwd, 4),
+            "total_s": round(t_end - t0, 4),
+        },
         cache=cache,
     )

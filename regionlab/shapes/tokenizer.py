@@ -19,7 +19,8 @@ _WORDS = """
 a an the this that these those there is are was be it its of in on at to with and or but not no
 photo photos picture pictures image images drawing drawings rendering renderings painting
 sculpture sketch tattoo toy plushie origami cartoon video game art embroidered plastic
-bad good nice cool weird clean dirty bright dark close-up cropped blurry jpeg low resolution pixelated
+bad good nice cool weird clean dirty bright dark close-up cropped blurry jpeg low resolution
+pixelated
 scene one big small medium large little tiny huge
 left right top bottom above below under over behind front back near far next beside between
 leftmost rightmost topmost bottommost upper lower middle center centre side corner

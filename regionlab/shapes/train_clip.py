@@ -95,12 +95,24 @@ def shape_swapped_caption(scene, wrap: str, rng) -> str:
     return wrap.format(text)
 
 
-def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int,
-               hard_negatives: bool = False, single_scale: float = 0.48,
-               legrad_max: int = 0) -> dict:
+def make_batch(
+    seed: int,
+    step: int,
+    n_multi: int,
+    n_single: int,
+    n_crop: int,
+    hard_negatives: bool = False,
+    single_scale: float = 0.48,
+    legrad_max: int = 0,
+) -> dict:
     rng = np.random.default_rng([seed, step, 991])
     grid = SIZE // PATCH
-    multi_imgs, captions, objs, negatives = [], [], [], []  # objs: (image index, class index, grid fraction)
+    multi_imgs, captions, objs, negatives = (
+        [],
+        [],
+        [],
+        [],
+    )  # objs: (image index, class index, grid fraction)
     cls_imgs, cls_labels = [], []
     crop_pool = []
     for i in range(n_multi + n_single):
@@ -148,8 +160,11 @@ def make_batch(seed: int, step: int, n_multi: int, n_single: int, n_crop: int,
         "obj_cls": torch.tensor([o[1] for o in objs]),
         "obj_frac": torch.from_numpy(np.stack([o[2] for o in objs]).reshape(len(objs), -1)),
         "template": CLS_TEMPLATES[rng.integers(len(CLS_TEMPLATES))],
-        "legrad_subset": (torch.from_numpy(np.sort(rng.permutation(len(objs))[:legrad_max]))
-                          if legrad_max and len(objs) > legrad_max else None),
+        "legrad_subset": (
+            torch.from_numpy(np.sort(rng.permutation(len(objs))[:legrad_max]))
+            if legrad_max and len(objs) > legrad_max
+            else None
+        ),
     }
 
 
@@ -178,7 +193,9 @@ def train_step(model, batch, tok, weights: dict) -> dict:
     visual = model.visual
     scale = model.logit_scale.exp().clamp(max=100)
     # text: captions + class prompts
-    class_txt = F.normalize(model.encode_text(tok([batch["template"].format(c) for c in CLASSES])), dim=-1)
+    class_txt = F.normalize(
+        model.encode_text(tok([batch["template"].format(c) for c in CLASSES])), dim=-1
+    )
     cap_txt = F.normalize(model.encode_text(tok(batch["captions"])), dim=-1)
     # images: everything through the trunk, last block traced
     nm = batch["multi"].shape[0]
@@ -209,8 +226,9 @@ def train_step(model, batch, tok, weights: dict) -> dict:
     # 4. LeGrad map of the true class prompt vs the object mask
     sel = batch.get("legrad_subset")
     sel = torch.arange(len(batch["obj_img"])) if sel is None else sel
-    maps = legrad_grid_maps(visual, x_in[batch["obj_img"][sel]],
-                            class_txt[batch["obj_cls"][sel]].detach(), True)
+    maps = legrad_grid_maps(
+        visual, x_in[batch["obj_img"][sel]], class_txt[batch["obj_cls"][sel]].detach(), True
+    )
     losses["legrad"] = soft_dice(maps, frac[sel]).mean()
     losses["total"] = sum(weights[k] * v for k, v in losses.items())
     return losses
@@ -227,10 +245,14 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
     tok = tokenizer()
     with torch.no_grad():
         txt = F.normalize(model.encode_text(tok([f"a photo of a {c}." for c in CLASSES])), dim=-1)
-    single = [render_scene((1, seed, i), RenderOptions(min_objects=1, max_objects=1)) for i in range(n)]
+    single = [
+        render_scene((1, seed, i), RenderOptions(min_objects=1, max_objects=1)) for i in range(n)
+    ]
     pred = (_embed_images(model, [s.image for s in single]) @ txt.T).argmax(-1)
     zs = np.mean([CLASSES[p] == s.objects[0].label for p, s in zip(pred.tolist(), single)])
-    multi = [render_scene((1, seed, 10_000 + i), RenderOptions(min_objects=2)) for i in range(n // 3)]
+    multi = [
+        render_scene((1, seed, 10_000 + i), RenderOptions(min_objects=2)) for i in range(n // 3)
+    ]
     crops, labels, dices = [], [], []
     for s in multi:
         for ob in s.objects:
@@ -245,9 +267,13 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
         with torch.enable_grad():
             m = legrad_grid_maps(model.visual, x_in.expand(len(s.objects), -1, -1), q, False)
         g = SIZE // PATCH
-        up = F.interpolate(m.reshape(-1, 1, g, g), scale_factor=PATCH, mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            m.reshape(-1, 1, g, g), scale_factor=PATCH, mode="bilinear", align_corners=False
+        )
         up = up.flatten(1)
-        up = (up - up.min(1, keepdim=True).values) / (up.max(1, keepdim=True).values - up.min(1, keepdim=True).values + 1e-8)
+        up = (up - up.min(1, keepdim=True).values) / (
+            up.max(1, keepdim=True).values - up.min(1, keepdim=True).values + 1e-8
+        )
         tgt = torch.from_numpy(np.stack([o.mask.reshape(-1) for o in s.objects]).astype(np.float32))
         dices.extend((1 - soft_dice(up, tgt)).tolist())
     model.train()
@@ -259,12 +285,18 @@ def save_weights(model, path: Path, metadata: dict) -> None:
 
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "pt", "arch": json.dumps(CONFIG), **{k: json.dumps(v) for k, v in metadata.items()}}
+    meta = {
+        "format": "pt",
+        "arch": json.dumps(CONFIG),
+        **{k: json.dumps(v) for k, v in metadata.items()},
+    }
     save_file(state, str(path), metadata=meta)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -272,19 +304,35 @@ def main(argv=None) -> None:
     p.add_argument("--single", type=int, default=32)
     p.add_argument("--crops", type=int, default=48)
     p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=False,
-                   help="add a shape-swapped caption per scene as an extra text negative")
-    p.add_argument("--legrad-max", type=int, default=0,
-                   help="objects per step that get the LeGrad loss (0 = all)")
-    p.add_argument("--single-scale", type=float, default=0.48,
-                   help="largest object radius (fraction of the image) of single-object scenes")
+    p.add_argument(
+        "--hard-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add a shape-swapped caption per scene as an extra text negative",
+    )
+    p.add_argument(
+        "--legrad-max",
+        type=int,
+        default=0,
+        help="objects per step that get the LeGrad loss (0 = all)",
+    )
+    p.add_argument(
+        "--single-scale",
+        type=float,
+        default=0.48,
+        help="largest object radius (fraction of the image) of single-object scenes",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
-    p.add_argument("--init", type=Path, default=None,
-                   help="start from these weights (stage 2 of the recipe)")
+    p.add_argument(
+        "--init", type=Path, default=None, help="start from these weights (stage 2 of the recipe)"
+    )
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--weights", default="clip=1,cls=1,region=1,legrad=1",
-                   help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1")
+    p.add_argument(
+        "--weights",
+        default="clip=1,cls=1,region=1,legrad=1",
+        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -296,18 +344,28 @@ def main(argv=None) -> None:
     model.train()
     tok = tokenizer()
     decay = [p_ for n, p_ in model.named_parameters() if p_.ndim >= 2 and "embedding" not in n]
-    no_decay = [p_ for n, p_ in model.named_parameters() if not (p_.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=a.lr)
+    no_decay = [
+        p_ for n, p_ in model.named_parameters() if not (p_.ndim >= 2 and "embedding" not in n)
+    ]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=a.lr
+    )
     warm = max(1, min(a.warmup, a.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm)))
+        opt,
+        lambda s: (
+            (s + 1) / warm
+            if s < warm
+            else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm)))
+        ),
     )
     weights = {k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(","))}
     t0 = time.time()
     history = []
     for step in range(a.steps):
-        batch = make_batch(a.seed, step, a.multi, a.single, a.crops, a.hard_negatives,
-                           a.single_scale, a.legrad_max)
+        batch = make_batch(
+            a.seed, step, a.multi, a.single, a.crops, a.hard_negatives, a.single_scale, a.legrad_max
+        )
         losses = train_step(model, batch, tok, weights)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -323,15 +381,26 @@ def main(argv=None) -> None:
             print("eval", history[-1], flush=True)
             save_weights(model, a.out.with_suffix(".partial.safetensors"), {"step": step + 1})
     wall = time.time() - t0
-    meta = {"seed": a.seed, "steps": a.steps, "lr": a.lr, "batch": [a.multi, a.single, a.crops],
-            "hard_negatives": a.hard_negatives, "single_scale": a.single_scale,
-            "legrad_max": a.legrad_max, "init": str(a.init) if a.init else None,
-            "wall_seconds": round(wall, 1), "threads": a.threads, "loss_weights": weights}
+    meta = {
+        "seed": a.seed,
+        "steps": a.steps,
+        "lr": a.lr,
+        "batch": [a.multi, a.single, a.crops],
+        "hard_negatives": a.hard_negatives,
+        "single_scale": a.single_scale,
+        "legrad_max": a.legrad_max,
+        "init": str(a.init) if a.init else None,
+        "wall_seconds": round(wall, 1),
+        "threads": a.threads,
+        "loss_weights": weights,
+    }
     save_weights(model, a.out.with_suffix(".safetensors"), meta)
     # metrics of the weights as shipped (fp16 round trip)
     from safetensors.torch import load_file
 
-    model.load_state_dict({k: v.float() for k, v in load_file(str(a.out.with_suffix(".safetensors"))).items()})
+    model.load_state_dict(
+        {k: v.float() for k, v in load_file(str(a.out.with_suffix(".safetensors"))).items()}
+    )
     final = evaluate(model)
     record = {**meta, "val_metrics_fp16": final, "history": history, "torch": torch.__version__}
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
