@@ -59,9 +59,9 @@ def run_ours(state: Path, engine: str, size: int, n_masks: int, n_iter: int, thr
 
 def run_reference(refvenv: Path, state: dict, size: int, n_masks: int, n_iter: int,
                   threads: int, timeout: float):
-    from benchmarks.maskinversion_parity import loaded, make_inputs
-
     import open_clip
+
+    from benchmarks.maskinversion_parity import loaded, make_inputs
 
     model = open_clip.create_model("ViT-B-16", pretrained=None)
     model.load_state_dict(state)

@@ -47,6 +47,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=300, help="held-out test scenes")
     ap.add_argument("--val-scenes", type=int, default=100, help="validation scenes (lambda)")
+    ap.add_argument("--auto-scenes", type=int, default=None,
+                    help="test scenes for automatic proposals (default: --scenes)")
+    ap.add_argument("--auto-val-scenes", type=int, default=None,
+                    help="validation scenes for automatic proposals (default: --val-scenes)")
     ap.add_argument("--proposals", nargs="+", default=["gt", "auto"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -55,6 +59,7 @@ def main() -> None:
     clip = load_clip(args.model)
     spec = get_spec(clip.name)
     weights = spec.extra.get("path")
+    sha = _sha(weights) if weights else None  # of the file actually loaded (read it now)
     base = LabelOptions(fusion="eval", render=False)
     t0 = time.time()
     rows, tuning = [], {}
@@ -64,8 +69,9 @@ def main() -> None:
         grid = {("lambda", lam): dataclasses.replace(base, ensemble=lam) for lam in LAMBDAS}
         grid.update({("min_score", t): dataclasses.replace(base, min_score=t)
                      for t in MIN_SCORES})
-        val = evaluate_shapes_variants(grid, clip, n=args.val_scenes, split="val",
-                                       proposals=prop)
+        n_test = args.scenes if prop == "gt" else (args.auto_scenes or args.scenes)
+        n_val = args.val_scenes if prop == "gt" else (args.auto_val_scenes or args.val_scenes)
+        val = evaluate_shapes_variants(grid, clip, n=n_val, split="val", proposals=prop)
         best = max(LAMBDAS, key=lambda lam: val[("lambda", lam)]["miou"])
         thr = max(MIN_SCORES, key=lambda t: val[("min_score", t)]["miou"])
         tuning[prop] = {"val_miou": {f"{k}={v}": round(r["miou"], 4) for (k, v), r in val.items()},
@@ -81,8 +87,7 @@ def main() -> None:
             "masked crop, demo fusion": dataclasses.replace(base, fusion="demo"),
             f"masked crop, min_score {thr}": dataclasses.replace(base, min_score=thr),
         }
-        res = evaluate_shapes_variants(variants, clip, n=args.scenes, split="test",
-                                       proposals=prop)
+        res = evaluate_shapes_variants(variants, clip, n=n_test, split="test", proposals=prop)
         for name, r in res.items():
             r["method"] = name
             rows.append(r)
@@ -90,24 +95,24 @@ def main() -> None:
                   f"bgFP {r['background_false_positive_rate']:.4f}", flush=True)
     result = {
         "benchmark": "ovseg_shapes",
-        "model": clip.name, "weights": weights, "weights_sha256_16": _sha(weights) if weights
-        else None,
-        "split": "test", "scenes": args.scenes, "val_scenes": args.val_scenes,
+        "model": clip.name, "weights": weights, "weights_sha256_16": sha,
+        "split": "test",
         "image_size": 64, "classes": 30, "templates": base.templates,
         "mi_settings": {k: clip.defaults.get(k) for k in ("mi_iterations", "mi_lr",
                                                           "mi_resolution")},
         "tuning": tuning, "rows": rows,
         "machine": platform.platform(), "threads": 1, "seconds": round(time.time() - t0, 1),
-        "command": "python benchmarks/ovseg_shapes.py " + " ".join(
-            f"--scenes {args.scenes} --val-scenes {args.val_scenes}".split()),
+        "command": f"python benchmarks/ovseg_shapes.py --scenes {args.scenes} --val-scenes "
+                   f"{args.val_scenes} --auto-scenes {args.auto_scenes or args.scenes} "
+                   f"--auto-val-scenes {args.auto_val_scenes or args.val_scenes}",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n| proposals | classifier ({args.scenes} test scenes, eval fusion unless noted) | "
-          "mIoU | object pixel acc. | background FP rate | proposals/scene |")
-    print("|---|---|---|---|---|---|")
+    print("\n| proposals | classifier (eval fusion unless noted) | test scenes | mIoU | "
+          "object pixel acc. | background FP rate | proposals/scene |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['proposals']} | {r['method']} | {r['miou']:.3f} | "
+        print(f"| {r['proposals']} | {r['method']} | {r['scenes']} | {r['miou']:.3f} | "
               f"{r['pixel_accuracy']:.3f} | {r['background_false_positive_rate']:.3f} | "
               f"{r['mean_proposals']} |")
 

@@ -101,6 +101,14 @@ def main() -> None:
 
     rows = []
     clip = load_clip()
+    from regionlab.models import get_spec
+
+    weights = get_spec(clip.name).extra.get("path")
+    sha = None
+    if weights:
+        import hashlib
+
+        sha = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
     for sc in generate_scenes("test", args.scenes, seed=7,
                               options=RenderOptions(min_objects=4, max_objects=4)):
         props = np.stack([p.mask for p in generate_proposals(sc.image, "classical",
@@ -120,6 +128,7 @@ def main() -> None:
     for r in rows:
         print(json.dumps({k: v for k, v in r.items() if k != "breakdown_median_s"}), flush=True)
     result = {"benchmark": "ovseg_speed", "rows": rows, "threads": 1, "device": "cpu",
+              "shapes_clip_weights": weights, "weights_sha256_16": sha,
               "machine": platform.platform(), "torch": torch.__version__,
               "command": f"python benchmarks/ovseg_speed.py --reps {args.reps} "
                          f"--scenes {args.scenes}" + (" --skip-vit-b" if args.skip_vit_b else "")}

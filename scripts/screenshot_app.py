@@ -33,18 +33,16 @@ def main() -> None:
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
     import torch
+    from app_server import running_app
     from playwright.sync_api import sync_playwright
     from test_e2e_browser import click_image_pixel
 
-    from regionlab.ui import build_app, launch_kwargs, resolve_options
     from regionlab.ui.examples import scene
 
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     objs = {o.label: o for o in scene(24).objects}
-    demo = build_app(resolve_options(device="cpu"))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
+    with running_app() as demo:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -99,8 +97,6 @@ def main() -> None:
             time.sleep(1.5)
             page.screenshot(path=str(args.out / "app_brush.png"))
             browser.close()
-    finally:
-        demo.close()
     print("\n".join(str(p) for p in sorted(args.out.glob("app_*.png"))))
 
 

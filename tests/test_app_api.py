@@ -21,18 +21,10 @@ ENDPOINTS = ("segment", "propose", "invert", "retrieve", "compare", "ground", "l
 
 @pytest.fixture(scope="module")
 def app():
-    import torch
+    from app_server import running_app
 
-    from regionlab.ui import build_app, launch_kwargs, resolve_options
-
-    torch.set_num_threads(2)
-    demo = build_app(resolve_options(device="cpu"))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())
-    try:
+    with running_app() as demo:
         yield demo
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +211,13 @@ def _session_run(client: Client, seed: int, label: str) -> tuple[str, str]:
     obj = _obj(scene(seed), label)
     client.predict(f"scene:{seed}", api_name="/session_example")
     legend = client.predict(*obj.center, "Include (+)", "", api_name="/session_click")[-1]
-    res = client.predict("shapes-clip", "cpu", "auto", 20, 0.03, 0.0, 64, "shapes", "", "single",
+    res = client.predict("shapes-clip", "cpu", "auto", 10, 0.3, 0.0, 64, "shapes", "", "single",
                          3, api_name="/session_invert")
     return res[-2], legend
 
 
 def _export(client: Client) -> tuple[dict, zipfile.ZipFile]:
-    path = client.predict("shapes-clip", "", "cpu", "auto", 20, 0.03, 0.0, 64,
+    path = client.predict("shapes-clip", "", "cpu", "auto", 10, 0.3, 0.0, 64,
                           api_name="/session_export")
     zf = zipfile.ZipFile(path)
     return json.loads(zf.read("results.json")), zf

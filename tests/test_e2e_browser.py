@@ -23,18 +23,10 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def app_url():
-    import torch
+    from app_server import running_app
 
-    from regionlab.ui import build_app, launch_kwargs, resolve_options
-
-    torch.set_num_threads(2)
-    demo = build_app(resolve_options(device="cpu"))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())
-    try:
+    with running_app() as demo:
         yield demo.local_url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +66,15 @@ def test_click_example_object_and_read_top_class(app_url, browser):
     page.locator("#rl-examples .thumbnail-item").first.click()
     page.wait_for_function(
         "() => { const i = document.querySelector('#rl-canvas img');"
-        " return i && i.complete && i.naturalWidth === 448; }", timeout=30_000)
+        " return i && i.complete && i.naturalWidth === 448; }", timeout=120_000)
     click_image_pixel(page, "#rl-canvas", *star.center)
     page.wait_for_function(
         "() => document.body.innerText.includes('region 1') &&"
-        " document.body.innerText.includes('click,')", timeout=30_000)
+        " document.body.innerText.includes('click,')", timeout=120_000)
     page.locator("#rl-invert").click()
     page.wait_for_function(
         "() => { const e = document.querySelector('#rl-invert-status');"
-        " return e && e.innerText.includes('→'); }", timeout=60_000)
+        " return e && e.innerText.includes('→'); }", timeout=180_000)
     status = page.locator("#rl-invert-status").inner_text()
     top_class = page.locator("#rl-topk tbody tr").first.locator("td").nth(1).inner_text()
     # the same region through the method table: the masked crop names the shape too
@@ -90,7 +82,7 @@ def test_click_example_object_and_read_top_class(app_url, browser):
     page.locator("#rl-compare").click()
     page.wait_for_function(
         "() => { const e = document.querySelector('#rl-compare-table');"
-        " return e && e.innerText.includes('region 1'); }", timeout=60_000)
+        " return e && e.innerText.includes('region 1'); }", timeout=180_000)
     headers = [h.strip() for h in page.locator("#rl-compare-table thead th").all_inner_texts()]
     cells = page.locator("#rl-compare-table tbody tr").first.locator("td").all_inner_texts()
     row = dict(zip(headers, cells))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
     from ..models import load_clip
     from ..models.registry import get_spec
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     clip = load_clip("shapes-clip", "cpu")
     clip_path = get_spec("shapes-clip").extra["path"]
     train = object_views(a.single, a.masked, a.context, seed=a.seed)
@@ -156,7 +157,8 @@ def main(argv=None) -> None:
     meta = {"seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "noise": a.noise,
             "views": {"single": a.single, "masked": a.masked, "context": a.context},
             "clip_weights_sha256": file_digest(clip_path), "wall_seconds": round(wall, 1),
-            "threads": a.threads}
+            "cpu_seconds": round(time.process_time() - c0, 1), "threads": a.threads,
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
     path = a.out.with_suffix(".safetensors")
     save_prefix_captioner(model, path, clip="shapes-clip", tokenizer="shapes", metadata=meta)
     path.chmod(0o644)

@@ -21,6 +21,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def main(argv=None) -> None:
     from ..models import load_clip
     from ..models.registry import get_spec
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     clip = load_clip("shapes-clip", "cpu")
     clip_path = get_spec("shapes-clip").extra["path"]
     train = object_views(a.scenes, 0, 0, seed=a.seed)
@@ -151,7 +152,9 @@ def main(argv=None) -> None:
             "embedding_noise": a.noise, "ema": a.ema,
             "clip_weights_sha256": file_digest(clip_path),
             "wall_seconds": round(t_end - t0, 1), "train_seconds": round(t_end - t_train, 1),
-            "data_seconds": round(t_data, 1), "threads": a.threads}
+            "data_seconds": round(t_data, 1), "threads": a.threads,
+            "cpu_seconds": round(time.process_time() - c0, 1),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
     path = a.out.with_suffix(".safetensors")
     save_shapes_generator(ema, path, clip="shapes-clip", metadata=meta)
     path.chmod(0o644)
