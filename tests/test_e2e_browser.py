@@ -54,6 +54,14 @@ def click_image_pixel(page, selector: str, x: float, y: float) -> None:
     page.mouse.click(ox + (x + 0.5) * s, oy + (y + 0.5) * s)
 
 
+def first_class(text: str) -> str:
+    """The first ShapesWorld class name in a table's text ('' if none)."""
+    from regionlab.shapes.vocab import CLASSES
+
+    hits = [(text.find(c), c) for c in CLASSES if c in text]
+    return min(hits)[1] if hits else ""
+
+
 def test_click_example_object_and_read_top_class(app_url, browser):
     from regionlab.ui.examples import SCENE_SEEDS, scene
 
@@ -76,23 +84,23 @@ def test_click_example_object_and_read_top_class(app_url, browser):
         "() => { const e = document.querySelector('#rl-invert-status');"
         " return e && e.innerText.includes('→'); }", timeout=180_000)
     status = page.locator("#rl-invert-status").inner_text()
-    top_class = page.locator("#rl-topk tbody tr").first.locator("td").nth(1).inner_text()
+    top_class = first_class(page.locator("#rl-topk tbody").inner_text())
     # the same region through the method table: the masked crop names the shape too
     page.get_by_text("Compare region-embedding methods").click()
     page.locator("#rl-compare").click()
     page.wait_for_function(
         "() => { const e = document.querySelector('#rl-compare-table');"
         " return e && e.innerText.includes('region 1'); }", timeout=180_000)
-    headers = [h.strip() for h in page.locator("#rl-compare-table thead th").all_inner_texts()]
-    cells = page.locator("#rl-compare-table tbody tr").first.locator("td").all_inner_texts()
-    row = dict(zip(headers, cells))
+    table = page.locator("#rl-compare-table").inner_text()
+    row = table[table.index("region 1"):].split("\n")
+    row = [c.strip() for c in row if c.strip()][1:7]  # the six methods, in column order
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "e2e_region_embedding.png"), full_page=True)
     page.close()
     # The bundled CLIP's MaskInversion embedding recovers the colour of ShapesWorld objects
     # reliably but rarely the shape (see tests/test_app_api.py); the masked crop gets both.
-    assert f"→ {top_class.strip()}" in status, (status, top_class)
-    assert top_class.strip().startswith("red "), top_class
-    assert row["maskinversion"].startswith(top_class.strip()), row
-    assert row["masked-crop"].startswith("red star"), row
+    assert top_class and f"→ {top_class}" in status, (status, top_class)
+    assert top_class.startswith("red "), top_class
+    assert row[5].startswith(top_class), row  # maskinversion (last column)
+    assert row[2].startswith("red star"), row  # masked-crop
     assert not errors, errors
