@@ -80,3 +80,14 @@ def test_load_is_cached_and_thread_safe():
     [t.join() for t in ts]
     assert len({id(o) for o in out}) == 1
     assert not any(p.requires_grad for p in out[0].model.parameters())
+
+
+def test_public_api_surface():
+    import regionlab
+
+    assert "shapes-clip" in [m.name for m in regionlab.models.list_models("clip")]
+    for name in ("load_clip", "invert", "retrieve", "region_embeddings", "legrad_maps", "ground",
+                 "label"):
+        assert callable(getattr(regionlab, name))
+    with pytest.raises(AttributeError):
+        regionlab.no_such_thing  # noqa: B018
