@@ -72,8 +72,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scenes", type=int, default=16000)
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--scenes", type=int, default=20000)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--channels", type=str, default="32,64,128")
@@ -86,7 +86,6 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_generator"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    torch.set_flush_denormal(True)  # subnormal floats late in training slow CPUs down a lot
     from ..models import load_clip
     from ..models.registry import get_spec
 
