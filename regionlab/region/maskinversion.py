@@ -141,7 +141,8 @@ def _ln_vjp(xhat: torch.Tensor, sigma: torch.Tensor, w: torch.Tensor) -> torch.T
 
 
 def build_factors(clip, cache: ImageCache) -> dict:
-    """Detached per-image tensors for the factorized engine (about 4 N C + 4 N C floats)."""
+    """Detached per-image tensors of the factorized engine, with the MLP and the attention
+    output projection folded together (about 2 N 4C + 4C C + 2 N C floats)."""
     if cache.factors is not None:
         return cache.factors
     visual = clip.visual
@@ -149,13 +150,17 @@ def build_factors(clip, cache: ImageCache) -> dict:
     with torch.no_grad():
         tr = trace_block(blk, cache.x_in)
         out = tr.out[0]
-        n = out.shape[0]
+        n, c = out.shape
         m = out.mean(0)
         mhat, sig_m = _ln_stats(visual.ln_post, m)
         z = visual.ln_post(m) @ visual.proj
         znorm = z.norm()
         yhat, sig2 = _ln_stats(blk.ln_2, tr.y[0])
         g1, g2 = _layer_scale(blk.ls_1), _layer_scale(blk.ls_2)
+        wo = blk.attn.out_proj.weight * (g1[:, None] if g1 is not None else 1)
+        w1g = blk.mlp.c_fc.weight * blk.ln_2.weight  # W1 diag(gamma_2), (4C, C)
+        dphi = _gelu_derivative(blk.mlp.gelu)(tr.hpre[0])  # (N, 4C)
+        v = tr.v[0]  # (H, N, d)
         cache.factors = {
             "n": n,
             "fhat": z / znorm,
@@ -165,33 +170,44 @@ def build_factors(clip, cache: ImageCache) -> dict:
             "gamma_post": visual.ln_post.weight,
             "proj": visual.proj,
             "w2": blk.mlp.c_proj.weight * (g2[:, None] if g2 is not None else 1),
-            "dphi": _gelu_derivative(blk.mlp.gelu)(tr.hpre[0]),
-            "w1": blk.mlp.c_fc.weight,
-            "gamma2": blk.ln_2.weight,
-            "yhat": yhat,
+            "dphi": dphi,
+            "fold": w1g @ wo,  # (4C, C): W1 diag(gamma_2) W_o
+            "dphi_a": dphi * w1g.mean(1),  # (N, 4C): row means of the LN_2 VJP input
+            "dphi_b": dphi * (yhat @ w1g.T) / c,  # (N, 4C): its xhat-weighted means
+            "u": wo.sum(0),  # (C,)
+            "yhat_wo": yhat @ wo,  # (N, C)
             "sig2": sig2,
-            "wo": blk.attn.out_proj.weight * (g1[:, None] if g1 is not None else 1),
-            "v": tr.v[0],  # (H, N, d)
+            "wo": wo,
+            "vt": v[:, 1:].transpose(-1, -2).contiguous(),  # (H, d, N-1), CLS key dropped
         }
     return cache.factors
 
 
 def _maps_factorized(clip, cache: ImageCache, e: torch.Tensor) -> torch.Tensor:
-    """(P, D) unit embeddings -> (P, g*g) patch relevance, closed form (METHODS.md 2.1)."""
+    """(P, D) unit embeddings -> (P, g*g) patch relevance, closed form (METHODS.md 2.1).
+
+    Folded: with T_i = phi'(Hpre_i) * r, the LN_2 VJP ``S_i`` pushed through ``W_o`` is
+    ``(T_i W1 diag(g2) W_o - a_i 1 W_o - b_i yhat_i W_o) / sigma_i`` where the scalars
+    ``a_i, b_i`` are products of ``r`` with cached (N, 4C) tensors; one (P N, 4C) x (4C, C)
+    product per iteration remains (the N C C product with W_o is folded away).
+    """
     fa = build_factors(clip, cache)
     n = fa["n"]
-    h, _, d = fa["v"].shape
+    h, d, _ = fa["vt"].shape
+    p = e.shape[0]
     g_z = (e - (e @ fa["fhat"])[:, None] * fa["fhat"]) / fa["znorm"]  # (P, D)
     w = fa["gamma_post"] * (g_z @ fa["proj"].T)  # (P, C)
     g_m = _ln_vjp(fa["mhat"], fa["sig_m"], w)  # (P, C): dS/dm
     gx = g_m / n  # dS/dX'_i, the same for every token
     r = gx @ fa["w2"]  # (P, 4C)
-    q = (fa["dphi"][None] * r[:, None, :]) @ fa["w1"]  # (P, N, C)
-    s = _ln_vjp(fa["yhat"], fa["sig2"], fa["gamma2"] * q)  # (P, N, C)
-    dy = gx[:, None, :] + s  # dS/dY
-    gh = (dy @ fa["wo"]).reshape(e.shape[0], n, h, d).transpose(1, 2)  # (P, H, N, d)
-    da = gh @ fa["v"].transpose(-1, -2)[None]  # (P, H, N, N) = dS/dA
-    return relevance_from_grad(da)
+    main = (fa["dphi"][None] * r[:, None, :]) @ fa["fold"]  # (P, N, C)
+    a = r @ fa["dphi_a"].T  # (P, N)
+    b = r @ fa["dphi_b"].T  # (P, N)
+    g = (main - a[..., None] * fa["u"] - b[..., None] * fa["yhat_wo"]) / fa["sig2"]
+    g = g + (gx @ fa["wo"])[:, None, :]  # (P, N, C) = dS/dY W_o
+    gh = g.reshape(p, n, h, d).transpose(1, 2)  # (P, H, N, d)
+    da = gh @ fa["vt"][None]  # (P, H, N, N-1) = dS/dA without the CLS key column
+    return da.clamp(min=0).sum(dim=(1, 2)) / (h * n)
 
 
 # ----------------------------------------------------------------------------- engine choice
@@ -285,6 +301,8 @@ def invert(
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose from {ENGINES}")
     res = resolution or d.get("mi_resolution")
+    if res is not None:
+        res = check_number(res, "resolution", LIMITS.min_resolution, LIMITS.max_resolution, True)
     if cache is not None and (cache.model_name != clip.name or cache.resolution != int(res)):
         cache = None  # a cache of another model or resolution cannot be reused
     if cache is None:
