@@ -2,7 +2,8 @@
 their class, embedded by the bundled CLIP.
 
 Views of an object (all deterministic by seed):
-- ``single``: a single-object scene, object radius from 6% to 45% of the image, rendered at
+- ``single``: a single-object scene, object radius from 6% (``min_scale``) to 20-45% of the
+  image, rendered at
   48-128 px and resized to the CLIP's 64 px (scale augmentation);
 - ``masked``: the OVSeg masked crop of an object of a multi-object scene (tight box, outside
   pixels = CLIP mean colour);
@@ -40,20 +41,22 @@ def fit(image: np.ndarray, size: int = SIZE) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def single_object_scene(seed: tuple[int, ...], rng: np.random.Generator):
+def single_object_scene(seed: tuple[int, ...], rng: np.random.Generator,
+                        min_scale: float = 0.06):
+    """Object radius from ``min_scale`` to a random 20-45% of the image side."""
     opts = RenderOptions(size=int(rng.choice([48, 64, 64, 64, 80, 96, 128])), min_objects=1,
-                         max_objects=1, scale=(0.06, float(rng.uniform(0.2, 0.45))),
+                         max_objects=1, scale=(min_scale, float(rng.uniform(0.2, 0.45))),
                          antialias=int(rng.choice([1, 2, 4])))
     return render_scene(seed, opts)
 
 
 def object_views(n_single: int, n_masked: int, n_context: int, seed: int = 0,
-                 namespace: int = SEED_NAMESPACE) -> ObjectViews:
+                 namespace: int = SEED_NAMESPACE, min_scale: float = 0.06) -> ObjectViews:
     """Render the views (see module docstring); the same arguments give the same arrays."""
     images, labels, kinds = [], [], []
     for i in range(n_single):
         rng = np.random.default_rng([namespace, seed, 0, i])
-        scene = single_object_scene((namespace, seed, 0, i), rng)
+        scene = single_object_scene((namespace, seed, 0, i), rng, min_scale)
         if not scene.objects:
             continue
         images.append(fit(scene.image))

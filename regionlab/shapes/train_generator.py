@@ -2,13 +2,15 @@
 
     python -m regionlab.shapes.train_generator --seed 0 --out assets/models/shapes_generator
 
-Data: single-object ShapesWorld scenes (object scale 6-45%, resized to 64 px) and their unit
+Data: single-object ShapesWorld scenes (object radius ``--min-scale`` (15%) to 20-45% of the
+image: the generator draws the region's object prominently; resized to 64 px) and their unit
 embeddings by the bundled CLIP (``shapes-clip``; ``REGIONLAB_SHAPES_CLIP`` overrides its
 weights). Model: :class:`regionlab.models.generator.ShapesDiffusion` (2 x 2 folded pixels,
-diffusers ``UNet2DModel`` at 32 x 32, embedding -> scale-shift conditioning), DDPM epsilon
-objective with a cosine noise schedule, 10% condition dropout (classifier-free guidance),
-noise on the conditioning embedding, random flips / 90-degree rotations of the target, and
-an exponential moving average of the weights (what is shipped). Deterministic by seed (unless
+diffusers ``UNet2DModel`` at 32 x 32, embedding -> scale-shift conditioning, a small
+full-resolution refinement), DDPM v-prediction objective with a cosine noise schedule, 10%
+condition dropout (classifier-free guidance), noise on the conditioning embedding, random
+flips / 90-degree rotations of the target, and an exponential moving average of the weights
+(what is shipped). Deterministic by seed (unless
 ``--max-minutes`` cuts the run short; the JSON then records the steps actually done).
 
 The JSON next to the weights records the wall time and held-out metrics: images generated
@@ -72,8 +74,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scenes", type=int, default=20000)
+    p.add_argument("--scenes", type=int, default=16000)
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--min-scale", type=float, default=0.15, help="smallest object radius")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--channels", type=str, default="32,64,128")
@@ -86,14 +89,15 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_generator"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # subnormal floats late in training slow CPUs down a lot
     from ..models import load_clip
     from ..models.registry import get_spec
 
     t0, c0 = time.time(), time.process_time()
     clip = load_clip("shapes-clip", "cpu")
     clip_path = get_spec("shapes-clip").extra["path"]
-    train = object_views(a.scenes, 0, 0, seed=a.seed)
-    val = object_views(a.eval_n, 0, 0, seed=a.seed, namespace=1_000 + 5)
+    train = object_views(a.scenes, 0, 0, seed=a.seed, min_scale=a.min_scale)
+    val = object_views(a.eval_n, 0, 0, seed=a.seed, namespace=1_000 + 5, min_scale=a.min_scale)
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # uint8
     t_data = time.time() - t0
@@ -124,7 +128,8 @@ def main(argv=None) -> None:
         eps = torch.randn(x0.shape, generator=gen)
         ab = alphas[t].view(-1, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        loss = F.mse_loss(model(xt, t, e, drop), eps)
+        target = ab.sqrt() * eps - (1 - ab).sqrt() * x0  # v-prediction
+        loss = F.mse_loss(model(xt, t, e, drop), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -148,7 +153,8 @@ def main(argv=None) -> None:
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)
     meta = {"seed": a.seed, "steps": a.steps, "steps_done": done, "batch": a.batch, "lr": a.lr,
-            "channels": list(channels), "scenes": a.scenes, "cond_dropout": a.drop,
+            "channels": list(channels), "scenes": a.scenes, "min_scale": a.min_scale,
+            "cond_dropout": a.drop,
             "embedding_noise": a.noise, "ema": a.ema,
             "clip_weights_sha256": file_digest(clip_path),
             "wall_seconds": round(t_end - t0, 1), "train_seconds": round(t_end - t_train, 1),
