@@ -9,7 +9,9 @@ image embedding, masked crop, crop) with the bundled CLIP, then
   AND shape words equal the object's class (colour / shape alone also reported);
 - decoded into one image by the bundled generator (same seed for every method), which the
   bundled CLIP classifies zero-shot among the 30 classes: match = the object's class.
-Chance: 1/30 for a class, 1/6 colour, 1/5 shape. Writes
+Chance: 1/30 for a class, 1/6 colour, 1/5 shape. Ceiling of the generation check: the same
+CLIP classifying REAL held-out images of the generator's training distribution (single-object
+scenes), reported as ``real_image_ceiling``. Writes
 benchmarks/results/caption_generate_shapes.json and prints a markdown table.
 """
 
@@ -28,7 +30,7 @@ import torch
 from regionlab.models import get_spec, load, load_clip
 from regionlab.models.captioner import CaptionOptions
 from regionlab.region.baselines import region_embeddings
-from regionlab.shapes.decoder_data import classify
+from regionlab.shapes.decoder_data import classify, object_views
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
 from regionlab.shapes.train_captioner import parse_caption
 from regionlab.shapes.vocab import CLASSES
@@ -52,6 +54,10 @@ def table(res: dict) -> str:
         lines.append(f"| {m} | {100 * c['exact']:.1f} | {100 * c['colour']:.1f} | "
                      f"{100 * c['shape']:.1f} | {100 * g['class']:.1f} | "
                      f"{100 * g['colour']:.1f} | {100 * g['shape']:.1f} |")
+    if "real_image_ceiling" in res:
+        c = res["real_image_ceiling"]
+        lines.append(f"| (ceiling: real images of the generator's training distribution) | | | | "
+                     f"{100 * c['class']:.1f} | {100 * c['colour']:.1f} | {100 * c['shape']:.1f} |")
     return "\n".join(lines)
 
 
@@ -111,6 +117,13 @@ def main() -> None:
         }
         print(method, json.dumps({k: v for k, v in out["methods"][method].items()
                                   if k != "caption"}), flush=True)
+    real = object_views(300, 0, 0, seed=a.seed, namespace=1_000 + 5, min_scale=0.15)
+    got = [CLASSES[i].split() for i in classify(clip, list(real.images))]
+    want = [CLASSES[i].split() for i in real.labels]
+    out["real_image_ceiling"] = {
+        "class": float(np.mean([g == w for g, w in zip(got, want)])),
+        "colour": float(np.mean([g[0] == w[0] for g, w in zip(got, want)])),
+        "shape": float(np.mean([g[1] == w[1] for g, w in zip(got, want)])), "n": len(want)}
     out.update({
         "regions": len(labels), "scenes": a.scenes, "split": "test", "seed": a.seed,
         "caption_options": {"beams": a.beams},

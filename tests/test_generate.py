@@ -267,3 +267,30 @@ def test_generate_regions_and_cli(tmp_path, capsys):
     assert main(["generate", str(img), "--mask", str(mpath), "--n", "0", "--out-dir",
                  str(out_dir), "--json"]) == 2
     assert "n (number of images)" in json.loads(capsys.readouterr().out)["error"]
+
+
+@needs_assets
+def test_bundled_generator_draws_the_objects_colour():
+    """Embeddings of single-object scenes (the generator's training distribution) with a red
+    and a blue object decode to a red / blue object: the mean colour of the saturated pixels
+    (the desaturated background excluded) has the object's colour as its largest channel."""
+    from regionlab.models import load, load_clip
+    from regionlab.region.baselines import region_embeddings
+    from regionlab.shapes.scenes import RenderOptions, render_scene
+
+    clip, gen = load_clip("shapes-clip", "cpu"), load("shapes-generator", "generator", "cpu")
+    found = {}
+    for i in range(60):
+        sc = render_scene((7, 7, i), RenderOptions(min_objects=1, max_objects=1,
+                                                   scale=(0.2, 0.4)))
+        colour = sc.objects[0].label.split()[0]
+        if colour in ("red", "blue") and colour not in found:
+            found[colour] = sc
+        if len(found) == 2:
+            break
+    for colour, sc in found.items():
+        emb = region_embeddings(clip, sc.image, [sc.objects[0].mask], "global")[0]
+        rgb = np.asarray(gen.generate(emb, n=1, seed=0, steps=12)[0], np.float32)
+        sat = rgb.max(-1) - rgb.min(-1) > 80
+        assert sat.sum() > 30, "no object drawn"
+        assert rgb[sat].mean(0).argmax() == (0 if colour == "red" else 2), colour
