@@ -10,7 +10,8 @@ from dataclasses import dataclass
 class Limits:
     max_image_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
     max_side: int = 2048  # larger images are downscaled (longest side) before processing
-    max_masks: int = 64  # masks/regions per call
+    max_masks: int = 64  # masks/regions (and embeddings) per call
+    max_points: int = 64  # clicks per region
     max_iterations: int = 500
     min_lr: float = 1e-5
     max_lr: float = 10.0
@@ -23,7 +24,9 @@ class Limits:
     max_images_generated: int = 8
     max_steps: int = 200
     max_guidance: float = 30.0
-    max_proposals: int = 200
+    max_proposals: int = 200  # automatic proposals, and candidate boxes for grounding
+    max_top_k: int = 100
+    max_sessions: int = 200  # app sessions whose state is kept in memory (least recent dropped)
 
 
 def _int_env(name: str, default: int) -> int:
@@ -33,4 +36,5 @@ def _int_env(name: str, default: int) -> int:
         return default
 
 
-LIMITS = Limits(max_masks=_int_env("REGIONLAB_MAX_MASKS", Limits.max_masks))
+LIMITS = Limits(max_masks=_int_env("REGIONLAB_MAX_MASKS", Limits.max_masks),
+                max_sessions=_int_env("REGIONLAB_MAX_SESSIONS", Limits.max_sessions))

@@ -19,25 +19,48 @@ from .errors import InputError
 ImageLike = "Image.Image | np.ndarray | str | Path | bytes"
 
 
-def _decode(source) -> Image.Image:
+def _too_large(w: int, h: int, limits: Limits) -> InputError:
+    return InputError(
+        f"image is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is "
+        f"{limits.max_image_pixels / 1e6:g} megapixels"
+    )
+
+
+def _decode(source, limits: Limits = LIMITS, what: str = "image") -> Image.Image:
+    """Open and decode an encoded image; the pixel limit is checked before decoding."""
     try:
         if isinstance(source, (str, Path)):
             path = Path(source)
             if not path.is_file():
-                raise InputError(f"image file not found: {path}")
+                raise InputError(f"{what} file not found: {path}")
+            if path.stat().st_size == 0:
+                raise InputError(f"cannot decode {what}: the file is empty (0 bytes)")
             img = Image.open(path)
         elif isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise InputError(f"cannot decode {what}: no data (0 bytes)")
             img = Image.open(io.BytesIO(source))
         else:
-            raise InputError(f"unsupported image type {type(source).__name__}")
+            raise InputError(f"unsupported {what} type {type(source).__name__}")
+        w, h = img.size
+        if w * h > limits.max_image_pixels:
+            raise _too_large(w, h, limits)
         img.load()
         return img
     except InputError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"image too large: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"cannot decode image: {exc}") from None
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{what} is too large to decode; the limit is "
+            f"{limits.max_image_pixels / 1e6:g} megapixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"cannot decode {what}: not a recognised image format (PNG, JPEG, GIF, WebP, "
+            f"BMP, TIFF)"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot decode {what}: {exc}") from None
 
 
 def load_image(source, limits: Limits = LIMITS) -> np.ndarray:
@@ -52,13 +75,10 @@ def load_image(source, limits: Limits = LIMITS) -> np.ndarray:
     if isinstance(source, np.ndarray):
         arr = _array_to_rgb(source)
     else:
-        img = source if isinstance(source, Image.Image) else _decode(source)
+        img = source if isinstance(source, Image.Image) else _decode(source, limits)
         w, h = img.size
         if w * h > limits.max_image_pixels:
-            raise InputError(
-                f"image has {w * h / 1e6:.1f} megapixels; the limit is "
-                f"{limits.max_image_pixels / 1e6:.0f} megapixels"
-            )
+            raise _too_large(w, h, limits)
         if getattr(img, "is_animated", False):
             img = next(iter(ImageSequence.Iterator(img))).copy()
         img = ImageOps.exif_transpose(img)
@@ -67,7 +87,7 @@ def load_image(source, limits: Limits = LIMITS) -> np.ndarray:
     if h < 1 or w < 1:
         raise InputError(f"image is empty ({w}x{h})")
     if h * w > limits.max_image_pixels:
-        raise InputError(f"image has {w * h} pixels; the limit is {limits.max_image_pixels}")
+        raise _too_large(w, h, limits)
     if max(h, w) > limits.max_side:
         scale = limits.max_side / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -116,19 +136,41 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _binarise_int(a: np.ndarray) -> np.ndarray:
+    """Integer mask -> bool: 0/1 masks are inside where non-zero, others (0/255 PNGs) where
+    above 127."""
+    return a > (127 if a.max() > 1 else 0)
+
+
+def _image_mask(img: Image.Image) -> np.ndarray:
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA").getchannel("A")) > 127
+    if img.mode == "1":
+        return np.asarray(img, dtype=bool)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return _binarise_int(np.asarray(img, dtype=np.int64))
+    return _binarise_int(np.asarray(img.convert("L")))
+
+
+def _same_aspect(shape: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Is ``size`` a scaled copy of ``shape`` (up to one pixel of rounding, or 2 %)?"""
+    (h, w), (th, tw) = shape, size
+    expected_th = h * tw / w
+    return abs(expected_th - th) <= max(1.0, 0.02 * th)
+
+
 def load_mask(source, size: tuple[int, int] | None = None, name: str = "mask") -> np.ndarray:
     """Any mask input -> boolean array (H, W).
 
-    Arrays may be bool, integer (non-zero = inside; 0/255 PNGs) or float (thresholded at 0.5).
-    A path or PIL image is read as greyscale (alpha if the image has transparency). If ``size``
-    = (H, W) is given and differs, the mask is resized with nearest-neighbour sampling.
+    Arrays may be bool, integer (0/1: inside where non-zero; otherwise, e.g. 0/255 PNGs, inside
+    above 127) or float (thresholded at 0.5). A path, bytes or PIL image follows the same rule
+    on its grey values (8 or 16 bit), or uses its alpha channel if it has transparency. If
+    ``size`` = (H, W) is given and differs, a mask of the same aspect ratio is resized with
+    nearest-neighbour sampling; another aspect ratio is refused (it belongs to another image).
     """
     if isinstance(source, (str, Path, bytes, bytearray, Image.Image)):
-        img = source if isinstance(source, Image.Image) else _decode(source)
-        if img.mode in ("RGBA", "LA"):
-            arr = np.asarray(img.getchannel("A")) > 127
-        else:
-            arr = np.asarray(img.convert("L")) > 127
+        img = source if isinstance(source, Image.Image) else _decode(source, what=name)
+        arr = _image_mask(img)
     elif isinstance(source, np.ndarray):
         a = source
         if a.ndim == 3 and a.shape[2] in (1, 3, 4):
@@ -144,12 +186,17 @@ def load_mask(source, size: tuple[int, int] | None = None, name: str = "mask") -
                 raise InputError(f"{name} contains NaN or infinite values")
             arr = a >= 0.5
         elif np.issubdtype(a.dtype, np.integer):
-            arr = a > (127 if a.max() > 1 else 0)
+            arr = _binarise_int(a)
         else:
             raise InputError(f"{name} has unsupported dtype {a.dtype}")
     else:
         raise InputError(f"{name}: unsupported type {type(source).__name__}")
     if size is not None and arr.shape != tuple(size):
+        if not _same_aspect(arr.shape, tuple(size)):
+            raise InputError(
+                f"{name} is {arr.shape[1]}x{arr.shape[0]} but the image is {size[1]}x{size[0]}: "
+                f"a mask must have the image's size (or be a scaled copy of that size)"
+            )
         img = Image.fromarray(arr.astype(np.uint8) * 255)
         arr = np.asarray(img.resize((size[1], size[0]), Image.Resampling.NEAREST)) > 127
     return np.ascontiguousarray(arr)

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 
 from regionlab.config import Limits
 from regionlab.errors import InputError
@@ -90,8 +90,10 @@ def test_masks():
     assert m.dtype == bool and m.tolist() == [[False, True], [True, False]]
     assert load_mask(np.array([[0.2, 0.6]])).tolist() == [[False, True]]
     assert load_mask(np.array([[0, 1]], np.int64)).tolist() == [[False, True]]
-    resized = load_mask(np.ones((3, 3), bool), size=(6, 9))
-    assert resized.shape == (6, 9) and resized.all()
+    resized = load_mask(np.ones((3, 3), bool), size=(9, 9))
+    assert resized.shape == (9, 9) and resized.all()
+    with pytest.raises(InputError, match="mask is 3x3 but the image is 9x6"):
+        load_mask(np.ones((3, 3), bool), size=(6, 9))  # another aspect ratio: another image
     with pytest.raises(InputError, match="2-D"):
         load_mask(np.zeros((2, 2, 2, 2)))
     with pytest.raises(InputError, match="NaN"):
@@ -146,13 +148,123 @@ def test_mask_box_contains_mask(h, w, data):
 
 
 @settings(max_examples=60, deadline=None)
-@given(h=st.integers(1, 30), w=st.integers(1, 30), th=st.integers(1, 60), tw=st.integers(1, 60),
+@given(h=st.integers(1, 30), w=st.integers(1, 30), scale=st.floats(0.25, 4.0),
        seed=st.integers(0, 1000))
-def test_mask_resize_keeps_shape_and_binary(h, w, th, tw, seed):
+def test_mask_resize_keeps_shape_and_binary(h, w, scale, seed):
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
     m = np.random.default_rng(seed).random((h, w))
-    out = load_mask(m, size=(th, tw))
+    try:
+        out = load_mask(m, size=(th, tw))
+    except InputError as exc:  # rounding of tiny masks may change the aspect ratio
+        assert "a mask must have the image's size" in str(exc)
+        assert abs(h * tw / w - th) > max(1.0, 0.02 * th)
+        return
     assert out.shape == (th, tw) and out.dtype == bool
     if (m >= 0.5).all():
         assert out.all()
     if not (m >= 0.5).any():
         assert not out.any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(2, 60), w=st.integers(2, 60), th=st.integers(2, 60), tw=st.integers(2, 60))
+def test_mask_of_another_aspect_ratio_is_refused(h, w, th, tw):
+    ratio = (h / w) / (th / tw)
+    m = np.ones((h, w), bool)
+    if ratio > 1.5 or ratio < 1 / 1.5:  # clearly another image's shape
+        with pytest.raises(InputError, match=f"mask is {w}x{h} but the image is {tw}x{th}"):
+            load_mask(m, size=(th, tw))
+    elif (h, w) == (th, tw):
+        assert load_mask(m, size=(th, tw)).all()
+
+
+def test_mask_files_follow_the_array_rules():
+    zero_one = png_bytes(Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8)))
+    assert load_mask(zero_one).tolist() == [[False, True], [True, False]]  # 0/1 label PNG
+    grey = png_bytes(Image.fromarray(np.array([[0, 100], [200, 255]], np.uint8)))
+    assert load_mask(grey).tolist() == [[False, False], [True, True]]
+    sixteen = png_bytes(Image.fromarray(np.array([[0, 65535]], np.uint16)))
+    assert load_mask(sixteen).tolist() == [[False, True]]
+    alpha = np.zeros((2, 2, 4), np.uint8)
+    alpha[0, 0, 3] = 255
+    assert load_mask(png_bytes(Image.fromarray(alpha))).tolist() == [[True, False],
+                                                                       [False, False]]
+    with pytest.raises(InputError, match="cannot decode mask 3: not a recognised image"):
+        load_mask(b"garbage", name="mask 3")
+
+
+def test_pixel_limit_is_checked_before_decoding(monkeypatch):
+    data = png_bytes(Image.new("L", (300, 200)))
+    calls = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: calls.append(1))
+    with pytest.raises(InputError, match=r"300x200 \(0.1 megapixels\); the limit is 0.05"):
+        load_image(data, Limits(max_image_pixels=50_000))
+    assert calls == []  # refused from the header, nothing decoded
+
+
+# ---------------------------------------------------------------- clicks and boxes (property)
+
+coord = st.floats(-50, 500, allow_nan=False)
+
+
+@settings(max_examples=80, deadline=None)
+@given(h=st.integers(1, 300), w=st.integers(1, 300),
+       points=st.lists(st.tuples(coord, coord, st.integers(-1, 2)), max_size=8))
+def test_clicks_are_inside_or_refused(h, w, points):
+    from regionlab.ui.service import check_points
+
+    ok = all(0 <= x <= w - 1 and 0 <= y <= h - 1 and lab in (0, 1) for x, y, lab in points)
+    if not ok:
+        with pytest.raises(InputError, match="point (x|y|label) must lie in"):
+            check_points(points, (h, w))
+        return
+    out = check_points(points, (h, w))
+    assert [p[2] for p in out] == [p[2] for p in points]
+    for (x, y, _), (px, py, _) in zip(out, points):
+        assert 0 <= x < w and 0 <= y < h and abs(x - px) <= 0.5 and abs(y - py) <= 0.5
+
+
+@settings(max_examples=80, deadline=None)
+@given(h=st.integers(1, 300), w=st.integers(1, 300), box=st.tuples(coord, coord, coord, coord))
+@example(h=20, w=20, box=(1.5, 0.0, 2.5, 10.0))  # rounding both corners once emptied it
+def test_boxes_are_ordered_inside_or_refused(h, w, box):
+    from regionlab.ui.service import check_box
+
+    x0, y0, x1, y1 = box
+    inside = all(0 <= v <= w for v in (x0, x1)) and all(0 <= v <= h for v in (y0, y1))
+    if not inside:
+        with pytest.raises(InputError, match="box (x|y) must lie in"):
+            check_box(list(box), (h, w))
+        return
+    if abs(x1 - x0) < 1 or abs(y1 - y0) < 1:
+        with pytest.raises(InputError, match="is empty"):
+            check_box(list(box), (h, w))
+        return
+    bx0, by0, bx1, by1 = check_box(list(box), (h, w))
+    assert 0 <= bx0 < bx1 <= w and 0 <= by0 < by1 <= h
+    assert bx0 <= min(x0, x1) and bx1 >= max(x0, x1)  # covers the box
+    assert by0 <= min(y0, y1) and by1 >= max(y0, y1)
+    assert check_box([x1, y1, x0, y0], (h, w)) == (bx0, by0, bx1, by1)  # corner order
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(8, 200), w=st.integers(8, 200),
+       boxes=st.lists(st.tuples(coord, coord, st.floats(1, 300), st.floats(1, 300)),
+                      min_size=1, max_size=6))
+def test_grounding_boxes_are_clipped_to_the_image(h, w, boxes):
+    from regionlab.tasks.reclip import proposals_from_boxes
+
+    xyxy = [[x, y, x + bw, y + bh] for x, y, bw, bh in boxes]
+    try:
+        props = proposals_from_boxes(xyxy, (h, w))
+    except InputError as exc:  # only a box with less than a pixel inside may be refused
+        assert "less than one pixel inside" in str(exc)
+        i = int(str(exc).split()[1])
+        x0, y0, x1, y1 = xyxy[i]
+        assert min(x1, w) - max(x0, 0) < 1 or min(y1, h) - max(y0, 0) < 1
+        return
+    b = props.boxes
+    assert b.shape == (len(boxes), 4)
+    assert (b[:, [0, 2]] >= 0).all() and (b[:, [0, 2]] <= w).all()
+    assert (b[:, [1, 3]] >= 0).all() and (b[:, [1, 3]] <= h).all()
+    assert ((b[:, 2] - b[:, 0]) >= 1).all() and ((b[:, 3] - b[:, 1]) >= 1).all()

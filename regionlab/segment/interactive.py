@@ -44,7 +44,7 @@ log = logging.getLogger("regionlab.segment")
 
 CLASSICAL = "classical"
 WORK_SIDE = 512  # the classical engine works at most at this longest side
-MAX_POINTS = 100
+MAX_POINTS = LIMITS.max_points  # clicks per prediction (regionlab.config)
 SAM_PREFERENCE = ("sam", "sam-vit-b", "sam-vit-l", "sam-vit-h")
 # images are not downscaled at the boundary (masks come back at the original size); the pixel
 # limit against decompression bombs still applies

@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..inputs import load_image, load_masks
 from . import service
 from .adapters import safe_vocab, ui_errors
+from .components import raw_image
 from .draw import heatmap
 from .files import Scratch, image_to_png_bytes, mask_to_png_bytes, npy_bytes
 from .handlers import grounding_view, labelling_view
@@ -114,12 +115,21 @@ class Api:
         .npy file."""
         if not embeddings:
             raise InputError("no embeddings file given (.npy, P x D)")
+        with open(embeddings, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise InputError("the embeddings file is not a .npy array (NumPy format, as "
+                                 "written by numpy.save or returned by /invert)")
         try:
             emb = np.load(embeddings, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise InputError(f"cannot read the embeddings file as .npy: {exc}") from None
-        if emb.ndim not in (1, 2) or emb.shape[0] > LIMITS.max_masks * 4:
-            raise InputError(f"embeddings must be (P, D), got shape {emb.shape}")
+        if emb.ndim not in (1, 2) or emb.size == 0:
+            raise InputError(f"embeddings must be a (P, D) array, got shape {emb.shape}")
+        if emb.ndim == 2 and emb.shape[0] > LIMITS.max_masks:
+            raise InputError(f"{emb.shape[0]} embeddings given; the limit is "
+                             f"{LIMITS.max_masks} per call")
+        if not np.issubdtype(emb.dtype, np.number) or np.iscomplexobj(emb):
+            raise InputError(f"embeddings must be real numbers, got dtype {emb.dtype}")
         top = service.retrieve(emb, safe_vocab(vocab), clip=self.options.clip,
                                device=self.options.device, templates=templates or "single",
                                top_k=top_k or 5)
@@ -138,6 +148,8 @@ class Api:
         or automatic proposals when empty."""
         img = _image(image)
         bx = _json_list(boxes, "boxes")
+        if bx is not None and len(bx) > LIMITS.max_proposals:
+            raise InputError(f"{len(bx)} boxes given; the limit is {LIMITS.max_proposals}")
         if bx is not None:
             bx = [service.check_box(b, img.shape[:2]) for b in bx]
             if not bx:
@@ -187,7 +199,7 @@ def register(api: Api, concurrency_limit: int) -> None:
     """Hidden components and one event per endpoint, inside the current Blocks."""
     model = {"concurrency_id": "model", "concurrency_limit": concurrency_limit}
     with gr.Column(visible=False):
-        image = gr.Image(type="numpy", label="image", format="png")
+        image = raw_image(label="image", format="png")
         masks = gr.File(file_count="multiple", file_types=[".png"], type="filepath",
                         label="masks (PNG)")
         points = gr.JSON(label="points [[x, y, label], ...]")

@@ -13,6 +13,7 @@ import gradio as gr
 from . import examples, handlers, texts
 from .adapters import ui_errors
 from .api import Api, register
+from .components import raw_image
 from .features import probe
 from .files import Scratch
 from .handlers import CLICK_MODES, INCLUDE, MY_REGIONS, PROPOSALS, Handlers
@@ -103,9 +104,9 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         # ------------------------------------------------------------ image and regions
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                canvas = gr.Image(label="Image: click to segment", type="numpy", format="png",
-                                  sources=["upload", "clipboard"], interactive=True,
-                                  elem_id="rl-canvas", height=520)
+                canvas = raw_image(label="Image: click to segment", format="png",
+                                   sources=["upload", "clipboard"], interactive=True,
+                                   elem_id="rl-canvas", height=520)
                 with gr.Row():
                     mode = gr.Radio(list(CLICK_MODES), value=INCLUDE, label="Click mode",
                                     scale=3)
@@ -355,5 +356,9 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
 def launch_kwargs() -> dict:
     """Arguments for ``Blocks.launch`` (gradio 6: theme and css belong here). No
     ``allowed_paths``: the app serves only what its functions return (examples are sent as
-    pixels), so not even ``assets/`` is exposed as files."""
-    return {"theme": theme(), "css": CSS}
+    pixels), so not even ``assets/`` is exposed as files. Gradio keeps per-session state (the
+    ``gr.State`` session, component values) for at most ``LIMITS.max_sessions`` sessions,
+    least recently used dropped first (gradio's default is 10 000)."""
+    from ..config import LIMITS
+
+    return {"theme": theme(), "css": CSS, "state_session_capacity": LIMITS.max_sessions}

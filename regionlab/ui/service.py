@@ -7,6 +7,7 @@ Task modules are imported lazily through :mod:`regionlab.ui.features`; a missing
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,16 +53,19 @@ class SegmentOutcome:
 def check_points(points, size: tuple[int, int]) -> list[tuple[int, int, int]]:
     """[(x, y, label)] with label 1 (include) / 0 (exclude), inside the image."""
     h, w = size
+    if points is not None and not isinstance(points, (list, tuple)):
+        raise InputError(f"points must be a list of [x, y, label], got {points!r}")
+    if len(points or ()) > LIMITS.max_points:
+        raise InputError(f"{len(points)} points given; the limit is {LIMITS.max_points} per "
+                         f"region")
     out = []
     for p in points or []:
-        if len(p) != 3:
+        if not isinstance(p, (list, tuple)) or len(p) != 3:
             raise InputError(f"a point is [x, y, label], got {p!r}")
         x = check_number(p[0], "point x", 0, w - 1)
         y = check_number(p[1], "point y", 0, h - 1)
         label = check_number(p[2], "point label", 0, 1, integer=True)
         out.append((int(round(x)), int(round(y)), label))
-    if len(out) > 64:
-        raise InputError(f"{len(out)} points given; the limit is 64 per region")
     return out
 
 
@@ -69,14 +73,16 @@ def check_box(box, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1) inside the image, non-empty, corners in any order."""
     if box is None or (isinstance(box, (list, tuple)) and len(box) == 0):
         return None
-    if len(box) != 4:
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise InputError(f"a box is [x0, y0, x1, y1], got {box!r}")
     h, w = size
     x0, x1 = sorted(check_number(v, "box x", 0, w) for v in (box[0], box[2]))
     y0, y1 = sorted(check_number(v, "box y", 0, h) for v in (box[1], box[3]))
     if x1 - x0 < 1 or y1 - y0 < 1:
         raise InputError(f"the box {list(box)} is empty")
-    return int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
+    # outwards to whole pixels (rounding both corners could make a 1 px box empty)
+    return (int(math.floor(x0)), int(math.floor(y0)), min(int(math.ceil(x1)), w),
+            min(int(math.ceil(y1)), h))
 
 
 @gpu_task(60)
@@ -196,7 +202,7 @@ def retrieve(embeddings: np.ndarray, vocab, *, clip: str, device: str | None = N
              templates: str = "single", top_k: int = 5) -> list[list[dict]]:
     """Per region the top-k classes of ``vocab`` (a built-in name, a comma list or a list)."""
     fn = require("retrieve")
-    top_k = check_number(top_k, "top k", 1, 100, integer=True)
+    top_k = check_number(top_k, "top k", 1, LIMITS.max_top_k, integer=True)
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.ndim == 1:
         emb = emb[None]
@@ -283,11 +289,11 @@ def generate(image: np.ndarray, masks: np.ndarray, *, generator: str | None = No
     fn = require("generate")
     from ..tasks.generate import GenerateOptions, load_generator
 
+    options = GenerateOptions(n=n, seed=seed, steps=steps).checked()  # before any model loads
     gen = load_generator(generator, device)
 
     def step(i: int, total: int) -> None:
         _note(progress, i / max(total, 1), f"denoising step {i}/{total}")
 
-    res = fn(image, masks, generator=gen, options=GenerateOptions(n=n, seed=seed, steps=steps),
-             progress=step)
+    res = fn(image, masks, generator=gen, options=options, progress=step)
     return res.images
