@@ -142,7 +142,8 @@ def _ln_vjp(xhat: torch.Tensor, sigma: torch.Tensor, w: torch.Tensor) -> torch.T
 
 def build_factors(clip, cache: ImageCache) -> dict:
     """Detached per-image tensors of the factorized engine, with the MLP and the attention
-    output projection folded together (about 2 N 4C + 4C C + 2 N C floats)."""
+    output projection folded together (about 3 N 4C + 2 4C C + 3 N C floats: the whole cache of a
+    ViT-B/16 at 448 px is 59 MB)."""
     if cache.factors is not None:
         return cache.factors
     visual = clip.visual

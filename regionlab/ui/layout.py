@@ -29,6 +29,7 @@ CSS = """
             color: #78350f}
 .rl-missing {color: #b45309}
 #rl-canvas img {cursor: crosshair}
+#rl-generated img {image-rendering: pixelated}  /* small generated images: crisp, not blurred */
 """
 
 
