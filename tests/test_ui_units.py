@@ -143,3 +143,20 @@ def test_unavailable_clip_falls_back_with_a_visible_notice():
     shown = " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
     for notice in opts.notices:
         assert notice in shown
+
+
+def test_session_keeps_a_small_maskinversion_cache_that_reproduces_results():
+    """The session keeps the last block's input, not the factorized engine's factors; a second
+    inversion on the same image from that cache gives the same embeddings."""
+    from regionlab.ui import service
+
+    sc = examples.scene(24)
+    masks = np.stack([o.mask for o in sc.objects[:2]])
+    first = service.invert(sc.image, masks, clip="shapes-clip", device="cpu",
+                           engine="factorized")
+    cache = first.cache
+    assert cache is not None and cache.factors is None
+    again = service.invert(sc.image, masks, clip="shapes-clip", device="cpu",
+                           engine="factorized", cache=cache)
+    assert np.allclose(again.embeddings, first.embeddings, atol=1e-6)
+    assert cache.factors is None  # the session's copy is never filled in place
