@@ -74,7 +74,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scenes", type=int, default=16000)
+    p.add_argument("--scenes", type=int, default=16000, help="single-object scenes")
+    p.add_argument("--masked", type=int, default=0, help="masked crops of objects")
+    p.add_argument("--context", type=int, default=0, help="context crops of objects")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--min-scale", type=float, default=0.15, help="smallest object radius")
     p.add_argument("--batch", type=int, default=32)
@@ -96,7 +98,7 @@ def main(argv=None) -> None:
     t0, c0 = time.time(), time.process_time()
     clip = load_clip("shapes-clip", "cpu")
     clip_path = get_spec("shapes-clip").extra["path"]
-    train = object_views(a.scenes, 0, 0, seed=a.seed, min_scale=a.min_scale)
+    train = object_views(a.scenes, a.masked, a.context, seed=a.seed, min_scale=a.min_scale)
     val = object_views(a.eval_n, 0, 0, seed=a.seed, namespace=1_000 + 5, min_scale=a.min_scale)
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # uint8
@@ -153,7 +155,8 @@ def main(argv=None) -> None:
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)
     meta = {"seed": a.seed, "steps": a.steps, "steps_done": done, "batch": a.batch, "lr": a.lr,
-            "channels": list(channels), "scenes": a.scenes, "min_scale": a.min_scale,
+            "channels": list(channels), "scenes": a.scenes, "masked": a.masked,
+            "context": a.context, "min_scale": a.min_scale,
             "cond_dropout": a.drop,
             "embedding_noise": a.noise, "ema": a.ema,
             "clip_weights_sha256": file_digest(clip_path),
