@@ -68,6 +68,7 @@ def test_click_example_object_and_read_top_class(app_url, browser):
     assert SCENE_SEEDS[0] == 24
     star = next(o for o in scene(24).objects if o.label == "red star")
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(120_000)  # a loaded 2-core machine can take over 30 s to render
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(app_url)
