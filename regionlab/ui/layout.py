@@ -200,8 +200,8 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                         gen_seed = gr.Number(0, label="seed", precision=0, minimum=0)
                         gen_steps = gr.Slider(1, 100, value=20, step=1, label="steps")
                     gen_btn = gr.Button("Generate", elem_id="rl-generate")
-                    gen_gallery = gr.Gallery(columns=4, height=260, format="png",
-                                             elem_id="rl-generated")
+                    gen_gallery = gr.Gallery(columns=4, height="auto", format="png",
+                                             object_fit="contain", elem_id="rl-generated")
 
             with gr.Tab("Grounding", id="grounding"):
                 gr.HTML(_missing("ground"))
