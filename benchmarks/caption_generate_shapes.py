@@ -30,9 +30,10 @@ import torch
 from regionlab.models import get_spec, load, load_clip
 from regionlab.models.captioner import CaptionOptions
 from regionlab.region.baselines import region_embeddings
-from regionlab.shapes.decoder_data import classify, object_views
+from regionlab.shapes.decoder_data import classify
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
 from regionlab.shapes.train_captioner import parse_caption
+from regionlab.shapes.train_generator import validation_views
 from regionlab.shapes.vocab import CLASSES
 
 ROOT = Path(__file__).resolve().parent
@@ -117,7 +118,7 @@ def main() -> None:
         }
         print(method, json.dumps({k: v for k, v in out["methods"][method].items()
                                   if k != "caption"}), flush=True)
-    real = object_views(300, 0, 0, seed=a.seed, namespace=1_000 + 5, min_scale=0.15)
+    real = validation_views(300, a.seed)
     got = [CLASSES[i].split() for i in classify(clip, list(real.images))]
     want = [CLASSES[i].split() for i in real.labels]
     out["real_image_ceiling"] = {

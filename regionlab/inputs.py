@@ -19,6 +19,14 @@ from .errors import InputError
 ImageLike = "Image.Image | np.ndarray | str | Path | bytes"
 
 
+DECODE_HELP = "not a recognised image format (PNG, JPEG, GIF, WebP, BMP, TIFF)"
+
+
+def too_large_to_decode(what: str = "image", limits: Limits = LIMITS) -> str:
+    return (f"{what} is too large to decode; the limit is "
+            f"{limits.max_image_pixels / 1e6:g} megapixels")
+
+
 def _too_large(w: int, h: int, limits: Limits) -> InputError:
     return InputError(
         f"image is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is "
@@ -50,15 +58,9 @@ def _decode(source, limits: Limits = LIMITS, what: str = "image") -> Image.Image
     except InputError:
         raise
     except Image.DecompressionBombError:
-        raise InputError(
-            f"{what} is too large to decode; the limit is "
-            f"{limits.max_image_pixels / 1e6:g} megapixels"
-        ) from None
+        raise InputError(too_large_to_decode(what, limits)) from None
     except UnidentifiedImageError:
-        raise InputError(
-            f"cannot decode {what}: not a recognised image format (PNG, JPEG, GIF, WebP, "
-            f"BMP, TIFF)"
-        ) from None
+        raise InputError(f"cannot decode {what}: {DECODE_HELP}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot decode {what}: {exc}") from None
 

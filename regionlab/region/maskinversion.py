@@ -179,7 +179,7 @@ def build_factors(clip, cache: ImageCache) -> dict:
             "yhat_wo": yhat @ wo,  # (N, C)
             "sig2": sig2,
             "wo": wo,
-            "vt": v[:, 1:].transpose(-1, -2).contiguous(),  # (H, d, N-1), CLS key dropped
+            "vt": v.transpose(-1, -2).contiguous(),  # (H, d, N)
         }
     return cache.factors
 
@@ -207,8 +207,7 @@ def _maps_factorized(clip, cache: ImageCache, e: torch.Tensor) -> torch.Tensor:
     g = (main - a[..., None] * fa["u"] - b[..., None] * fa["yhat_wo"]) / fa["sig2"]
     g = g + (gx @ fa["wo"])[:, None, :]  # (P, N, C) = dS/dY W_o
     gh = g.reshape(p, n, h, d).transpose(1, 2)  # (P, H, N, d)
-    da = gh @ fa["vt"][None]  # (P, H, N, N-1) = dS/dA without the CLS key column
-    return da.clamp(min=0).sum(dim=(1, 2)) / (h * n)
+    return relevance_from_grad(gh @ fa["vt"][None])  # from dS/dA, (P, H, N, N)
 
 
 # ----------------------------------------------------------------------------- engine choice

@@ -42,6 +42,14 @@ from ..models.generator import (
 from .decoder_data import classify, embed, file_digest, object_views
 from .vocab import CLASSES
 
+MIN_SCALE = 0.15  # smallest object radius (fraction of the image side) of the training scenes
+VAL_NAMESPACE = 1_000 + 5  # held-out single-object scenes, disjoint from training
+
+
+def validation_views(n: int, seed: int = 0, min_scale: float = MIN_SCALE):
+    """The held-out single-object scenes the recorded metrics are measured on."""
+    return object_views(n, 0, 0, seed=seed, namespace=VAL_NAMESPACE, min_scale=min_scale)
+
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and 90-degree rotation per image (B, 3, H, W)."""
@@ -78,7 +86,7 @@ def main(argv=None) -> None:
     p.add_argument("--masked", type=int, default=0, help="masked crops of objects")
     p.add_argument("--context", type=int, default=0, help="context crops of objects")
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--min-scale", type=float, default=0.15, help="smallest object radius")
+    p.add_argument("--min-scale", type=float, default=MIN_SCALE, help="smallest object radius")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--channels", type=str, default="32,64,128")
@@ -99,7 +107,7 @@ def main(argv=None) -> None:
     clip = load_clip("shapes-clip", "cpu")
     clip_path = get_spec("shapes-clip").extra["path"]
     train = object_views(a.scenes, a.masked, a.context, seed=a.seed, min_scale=a.min_scale)
-    val = object_views(a.eval_n, 0, 0, seed=a.seed, namespace=1_000 + 5, min_scale=a.min_scale)
+    val = validation_views(a.eval_n, a.seed, a.min_scale)
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # uint8
     t_data = time.time() - t0

@@ -16,9 +16,7 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-from ..config import LIMITS
-
-DECODE_HELP = "not a recognised image format (PNG, JPEG, GIF, WebP, BMP, TIFF)"
+from ..inputs import DECODE_HELP, too_large_to_decode
 
 
 def _invalid(message: str) -> gr.Error:
@@ -37,8 +35,7 @@ def raw_image(**kwargs) -> gr.Image:
         except gr.Error:
             raise
         except Image.DecompressionBombError:
-            raise _invalid(f"image is too large to decode; the limit is "
-                           f"{LIMITS.max_image_pixels / 1e6:g} megapixels") from None
+            raise _invalid(too_large_to_decode()) from None
         except UnidentifiedImageError:
             raise _invalid(f"cannot decode image: {DECODE_HELP}") from None
         except (OSError, ValueError, SyntaxError) as exc:
