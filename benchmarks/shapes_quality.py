@@ -2,6 +2,7 @@
 
     python benchmarks/shapes_quality.py [--scenes 150] [--model shapes-clip]
     python benchmarks/shapes_quality.py --tune      # MaskInversion grid on the VAL split
+    python benchmarks/shapes_quality.py --split val  # for choosing among trained checkpoints
 
 Held-out TEST-split scenes (the training script only sees the train split). Prints and writes
 benchmarks/results/shapes_quality.json (or shapes_mi_tuning.json with --tune).
@@ -43,6 +44,8 @@ def main(argv=None) -> None:
     p.add_argument("--single", type=int, default=600, help="single-object test scenes")
     p.add_argument("--model", default="shapes-clip")
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="val: for choosing checkpoints (written to shapes_quality_val.json)")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -52,15 +55,17 @@ def main(argv=None) -> None:
         out = ROOT / "results" / "shapes_mi_tuning.json"
     else:
         t0 = time.perf_counter()
-        res = {"model": a.model, "defaults": clip.defaults}
-        res.update(ev.zero_shot(clip, a.single))
-        res["zero_shot_vild"] = ev.zero_shot(clip, a.single, templates="vild")["zero_shot"]
-        sc = ev.multi_scenes(a.scenes)
+        res = {"model": a.model, "split": a.split, "defaults": clip.defaults}
+        res.update(ev.zero_shot(clip, a.single, split=a.split))
+        res["zero_shot_vild"] = ev.zero_shot(clip, a.single, split=a.split,
+                                             templates="vild")["zero_shot"]
+        sc = ev.multi_scenes(a.scenes, split=a.split)
         res.update(ev.masked_crops(clip, sc))
         res["legrad"] = ev.legrad_localisation(clip, sc)
         res["region_acc"] = ev.region_accuracy(clip, sc)
         res["seconds"] = round(time.perf_counter() - t0, 1)
-        out = ROOT / "results" / "shapes_quality.json"
+        suffix = "" if a.split == "test" else "_val"
+        out = ROOT / "results" / f"shapes_quality{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -106,6 +106,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--noise", type=float, default=0.5, help="max noise norm (unit embeddings)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this captioner (fine-tune after the CLIP changed)")
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_captioner"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -125,7 +127,11 @@ def main(argv=None) -> None:
 
     codec = ShapesCodec()
     targets = caption_targets(codec)
-    model = build(a.seed, codec.vocab_size, emb_train.shape[1])
+    if a.init:
+        torch.manual_seed(a.seed)
+        model = read_prefix_captioner(a.init)[0]
+    else:
+        model = build(a.seed, codec.vocab_size, emb_train.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     warm = max(1, a.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (
@@ -155,6 +161,7 @@ def main(argv=None) -> None:
                             "seconds": round(time.time() - t0, 1)})
     wall = time.time() - t0
     meta = {"seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "noise": a.noise,
+            "init": str(a.init) if a.init else None,
             "views": {"single": a.single, "masked": a.masked, "context": a.context},
             "clip_weights_sha256": file_digest(clip_path), "wall_seconds": round(wall, 1),
             "cpu_seconds": round(time.process_time() - c0, 1), "threads": a.threads,

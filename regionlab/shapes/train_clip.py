@@ -14,6 +14,10 @@ Objectives (all on procedurally generated scenes, see ``regionlab.shapes.scenes`
    exactly as ``regionlab.explain.legrad``) is pushed towards the object's mask with a soft Dice
    loss (second-order gradient). Real CLIPs localise because of their data scale; a tiny model
    trained on a few hundred thousand scenes does not, unless asked to.
+5. ``contrast`` (weight 0 unless asked for): the object's mask must be matched better (Dice) by
+   the LeGrad map of its own class prompt than by the maps of the 9 classes sharing its colour
+   or its shape (cross-entropy over the 10 Dice scores). MaskInversion reads the class off the
+   embedding whose map matches the mask, so maps of the wrong shape must not match it.
 
 The wall time, seed and final metrics are written next to the weights (``.json``).
 """
@@ -42,6 +46,7 @@ STD = np.array([0.26862954, 0.26130258, 0.27577711])
 SIZE = CONFIG["vision_cfg"]["image_size"]
 PATCH = CONFIG["vision_cfg"]["patch_size"]
 CAPTION_WRAPS = ("{}", "a photo of {}.", "an image of {}.", "there is {} in the scene.")
+LOSSES = ("clip", "cls", "region", "legrad", "contrast")
 CLS_TEMPLATES = tuple(dict.fromkeys(VILD + IMAGENET + ("a {}", "{}")))
 
 
@@ -189,6 +194,26 @@ def legrad_grid_maps(visual, x_in: torch.Tensor, queries: torch.Tensor, create_g
     return (r - lo) / (hi - lo + 1e-8)
 
 
+def confusable_classes(c: int) -> list[int]:
+    """Class ``c`` first, then the 9 classes sharing its colour or its shape."""
+    colour, shape = CLASSES[c].split()
+    return [c] + [i for i, n in enumerate(CLASSES)
+                  if i != c and (n.split()[0] == colour or n.split()[1] == shape)]
+
+
+CONFUSABLE = torch.tensor([confusable_classes(c) for c in range(len(CLASSES))])
+
+
+def contrast_loss(visual, x_in, class_txt, obj_cls, frac, temperature: float = 20.0):
+    """Cross-entropy over Dice(map of class k, object mask) for the object's 10 confusables."""
+    cand = CONFUSABLE[obj_cls]  # (K, 10), true class first
+    k, m = cand.shape
+    maps = legrad_grid_maps(visual, x_in.repeat_interleave(m, 0),
+                            class_txt[cand.reshape(-1)].detach(), True)
+    dice = 1 - soft_dice(maps, frac.repeat_interleave(m, 0)).reshape(k, m)
+    return F.cross_entropy(temperature * dice, torch.zeros(k, dtype=torch.long))
+
+
 def train_step(model, batch, tok, weights: dict) -> dict:
     visual = model.visual
     scale = model.logit_scale.exp().clamp(max=100)
@@ -230,6 +255,10 @@ def train_step(model, batch, tok, weights: dict) -> dict:
         visual, x_in[batch["obj_img"][sel]], class_txt[batch["obj_cls"][sel]].detach(), True
     )
     losses["legrad"] = soft_dice(maps, frac[sel]).mean()
+    if weights.get("contrast"):
+        losses["contrast"] = contrast_loss(
+            visual, x_in[batch["obj_img"][sel]], class_txt, batch["obj_cls"][sel], frac[sel]
+        )
     losses["total"] = sum(weights[k] * v for k, v in losses.items())
     return losses
 
@@ -240,7 +269,9 @@ def _embed_images(model, images: list[np.ndarray]) -> torch.Tensor:
 
 
 def evaluate(model, n: int = 300, seed: int = 0) -> dict:
-    """Quick held-out metrics (validation split): zero-shot, masked crops, LeGrad Dice."""
+    """Quick held-out metrics (validation split): zero-shot, masked crops, LeGrad Dice of the
+    true class map, and ``map_top1``: how often the true class map matches the object's mask
+    best among the 30 class maps (MaskInversion can only classify well when this is high)."""
     model.eval()
     tok = tokenizer()
     with torch.no_grad():
@@ -260,12 +291,12 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
             labels.append(ob.label)
     pred = (_embed_images(model, crops) @ txt.T).argmax(-1)
     mc = np.mean([CLASSES[p] == lab for p, lab in zip(pred.tolist(), labels)])
+    map_top1 = []
     for s in multi:
         x = embed_tokens(model.visual, to_tensor([s.image]))
         x_in = run_blocks(model.visual, x, model.visual.transformer.resblocks[:-1]).detach()
-        q = txt[[CLASSES.index(o.label) for o in s.objects]]
-        with torch.enable_grad():
-            m = legrad_grid_maps(model.visual, x_in.expand(len(s.objects), -1, -1), q, False)
+        with torch.enable_grad():  # the maps of all 30 class prompts
+            m = legrad_grid_maps(model.visual, x_in.expand(len(CLASSES), -1, -1), txt, False)
         g = SIZE // PATCH
         up = F.interpolate(
             m.reshape(-1, 1, g, g), scale_factor=PATCH, mode="bilinear", align_corners=False
@@ -274,10 +305,15 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
         up = (up - up.min(1, keepdim=True).values) / (
             up.max(1, keepdim=True).values - up.min(1, keepdim=True).values + 1e-8
         )
-        tgt = torch.from_numpy(np.stack([o.mask.reshape(-1) for o in s.objects]).astype(np.float32))
-        dices.extend((1 - soft_dice(up, tgt)).tolist())
+        for o in s.objects:
+            tgt = torch.from_numpy(o.mask.reshape(1, -1).astype(np.float32))
+            d = 1 - soft_dice(up, tgt.expand(len(CLASSES), -1))
+            c = CLASSES.index(o.label)
+            dices.append(float(d[c]))
+            map_top1.append(int(d.argmax()) == c)
     model.train()
-    return {"zero_shot": float(zs), "masked_crop": float(mc), "legrad_dice": float(np.mean(dices))}
+    return {"zero_shot": float(zs), "masked_crop": float(mc), "legrad_dice": float(np.mean(dices)),
+            "map_top1": float(np.mean(map_top1))}
 
 
 def save_weights(model, path: Path, metadata: dict) -> None:
@@ -304,6 +340,7 @@ def main(argv=None) -> None:
     p.add_argument("--single", type=int, default=32)
     p.add_argument("--crops", type=int, default=48)
     p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--eval-n", type=int, default=300, help="held-out single-object scenes")
     p.add_argument(
         "--hard-negatives",
         action=argparse.BooleanOptionalAction,
@@ -331,9 +368,19 @@ def main(argv=None) -> None:
     p.add_argument(
         "--weights",
         default="clip=1,cls=1,region=1,legrad=1",
-        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1",
+        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1 (unnamed ones: 1, contrast 0)",
     )
     a = p.parse_args(argv)
+    if a.steps < 1:
+        p.error("--steps must be at least 1")
+    weights = {**dict.fromkeys(LOSSES, 1.0), "contrast": 0.0}
+    try:
+        weights.update({k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(","))})
+    except ValueError:
+        p.error(f"--weights: expected name=number pairs, got {a.weights!r}")
+    if set(weights) - set(LOSSES):
+        p.error(f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
+                f"the losses are {', '.join(LOSSES)}")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = build_model()
@@ -359,7 +406,6 @@ def main(argv=None) -> None:
             else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm)))
         ),
     )
-    weights = {k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(","))}
     t0 = time.time()
     history = []
     for step in range(a.steps):
@@ -376,7 +422,7 @@ def main(argv=None) -> None:
             msg = " ".join(f"{k}={v.item():.3f}" for k, v in losses.items())
             print(f"step {step} {time.time() - t0:.0f}s {msg}", flush=True)
         if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
-            metrics = evaluate(model)
+            metrics = evaluate(model, a.eval_n)
             history.append({"step": step + 1, "seconds": round(time.time() - t0, 1), **metrics})
             print("eval", history[-1], flush=True)
             save_weights(model, a.out.with_suffix(".partial.safetensors"), {"step": step + 1})
@@ -401,7 +447,7 @@ def main(argv=None) -> None:
     model.load_state_dict(
         {k: v.float() for k, v in load_file(str(a.out.with_suffix(".safetensors"))).items()}
     )
-    final = evaluate(model)
+    final = evaluate(model, a.eval_n)
     record = {**meta, "val_metrics_fp16": final, "history": history, "torch": torch.__version__}
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print("final", final, flush=True)

@@ -96,6 +96,8 @@ def main(argv=None) -> None:
     p.add_argument("--eval-n", type=int, default=300)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop early (0: never)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this generator (fine-tune after the CLIP changed)")
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_generator"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -115,7 +117,11 @@ def main(argv=None) -> None:
 
     torch.manual_seed(a.seed)
     channels = tuple(int(c) for c in a.channels.split(","))
-    model = ShapesDiffusion(embed_dim=emb_train.shape[1], channels=channels)
+    if a.init:
+        model, _ = read_shapes_generator(a.init)
+        channels = tuple(model.config["channels"])
+    else:
+        model = ShapesDiffusion(embed_dim=emb_train.shape[1], channels=channels)
     ema = copy.deepcopy(model).requires_grad_(False)
     sched = training_scheduler()
     alphas = sched.alphas_cumprod
@@ -165,6 +171,7 @@ def main(argv=None) -> None:
     meta = {"seed": a.seed, "steps": a.steps, "steps_done": done, "batch": a.batch, "lr": a.lr,
             "channels": list(channels), "scenes": a.scenes, "masked": a.masked,
             "context": a.context, "min_scale": a.min_scale,
+            "init": str(a.init) if a.init else None,
             "cond_dropout": a.drop,
             "embedding_noise": a.noise, "ema": a.ema,
             "clip_weights_sha256": file_digest(clip_path),
