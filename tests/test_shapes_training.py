@@ -25,7 +25,8 @@ def test_clip_training_is_deterministic_by_seed(tmp_path):
     assert any(not (a[k] == c[k]).all() for k in a)
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["seed"] == 0 and record["steps"] == 2
-    assert set(record["val_metrics_fp16"]) == {"zero_shot", "masked_crop", "legrad_dice", "map_top1"}
+    assert set(record["val_metrics_fp16"]) == {"zero_shot", "masked_crop", "legrad_dice",
+                                               "map_top1"}
 
 
 def test_clip_training_fine_tunes_from_init(tmp_path):
@@ -57,3 +58,36 @@ def test_generator_fine_tunes_from_init(tmp_path):
     assert all((a[k] == b[k]).all() for k in a)
     record = json.loads((tmp_path / "b.json").read_text())
     assert record["channels"] == [32, 64] and record["init"].endswith("a.safetensors")
+
+
+def test_recipe_relocates_runs_paths_and_environment(tmp_path):
+    from regionlab.shapes.recipe import relocate
+
+    env, argv = relocate("REGIONLAB_SHAPES_CLIP=runs/s2.safetensors python -m "
+                         "regionlab.shapes.train_generator --init runs/g1.safetensors --lr 5e-4",
+                         tmp_path)
+    assert env == {"REGIONLAB_SHAPES_CLIP": str(tmp_path / "s2.safetensors")}
+    assert argv[1:] == ["-m", "regionlab.shapes.train_generator", "--init",
+                        str(tmp_path / "g1.safetensors"), "--lr", "5e-4"]
+    with pytest.raises(ValueError, match="not a RegionLab training command"):
+        relocate("rm -rf runs/", tmp_path)
+
+
+def test_recorded_recipe_commands_are_valid(capsys):
+    """Every command recorded next to the bundled weights still parses with today's scripts."""
+    import importlib
+    import shlex
+
+    from regionlab.shapes.recipe import recorded_commands
+
+    commands = recorded_commands()
+    assert len(commands) >= 4
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        i = argv.index("-m")
+        module = importlib.import_module(argv[i + 1])
+        with pytest.raises(SystemExit):
+            module.main(["--help"])
+        flags = set(capsys.readouterr().out.replace(",", " ").split())
+        used = {a.split("=")[0] for a in argv[i + 2:] if a.startswith("--")}
+        assert used <= flags, (cmd, used - flags)

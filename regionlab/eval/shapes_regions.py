@@ -7,6 +7,8 @@ Metrics:
 - ``masked_crop``: OVSeg masked crops of objects of multi-object scenes;
 - ``legrad_dice``: soft Dice between the min-max LeGrad map of the true class prompt and the
   object mask, with two references: a uniform map and the map of all objects;
+- ``map_top1``: how often the true class's LeGrad map matches the object mask best among the
+  maps of all 30 classes (class-specific maps, which MaskInversion needs to classify);
 - ``region_acc``: Acc@1 of each region-embedding method on every object of multi-object scenes.
 """
 
@@ -80,18 +82,23 @@ def masked_crops(clip, sc: list, templates="single") -> dict:
 
 
 def legrad_localisation(clip, sc: list, resolution: int | None = None) -> dict:
+    """Dice of the true class's map per object (with uniform and all-objects references) and
+    ``map_top1``: how often the true class's map matches the mask best among all 30 classes."""
     text = class_text_embeddings(clip, list(CLASSES), "single")
-    d_true, d_unif, d_all = [], [], []
+    d_true, d_unif, d_all, top1 = [], [], [], []
     for s in sc:
-        q = text[[CLASSES.index(o.label) for o in s.objects]]
-        maps = resize_maps(legrad_maps(clip, s.image, q, resolution=resolution).maps,
+        maps = resize_maps(legrad_maps(clip, s.image, text, resolution=resolution).maps,
                            s.image.shape[:2])
         union = np.any([o.mask for o in s.objects], axis=0)
-        for m, o in zip(maps, s.objects):
-            d_true.append(dice(m, o.mask))
-            d_unif.append(dice(np.ones_like(m), o.mask))
+        for o in s.objects:
+            per_class = [dice(m, o.mask) for m in maps]
+            c = CLASSES.index(o.label)
+            d_true.append(per_class[c])
+            top1.append(int(np.argmax(per_class)) == c)
+            d_unif.append(dice(np.ones_like(maps[0]), o.mask))
             d_all.append(dice(union, o.mask))
     return {"legrad_dice": float(np.mean(d_true)), "uniform_dice": float(np.mean(d_unif)),
+            "map_top1": float(np.mean(top1)),
             "all_objects_dice": float(np.mean(d_all)), "n_masks": len(d_true)}
 
 

@@ -7,7 +7,9 @@ Views of an object (all deterministic by seed):
   48-128 px and resized to the CLIP's 64 px (scale augmentation);
 - ``masked``: the OVSeg masked crop of an object of a multi-object scene (tight box, outside
   pixels = CLIP mean colour);
-- ``context``: a square crop around an object of a multi-object scene, 1.3-2.5 x its box.
+- ``context``: a square crop around an object of a multi-object scene, 1.3-2.5 x its box;
+- MaskInversion embeddings of objects of multi-object scenes (:func:`maskinversion_views`;
+  embeddings, not images), what the app captions and draws from.
 """
 
 from __future__ import annotations
@@ -82,6 +84,25 @@ def object_views(n_single: int, n_masked: int, n_context: int, seed: int = 0,
             kinds.append(kind)
             want[kind] -= 1
     return ObjectViews(np.stack(images), np.array(labels), np.array(kinds))
+
+
+def maskinversion_views(clip, n: int, seed: int = 0, namespace: int = SEED_NAMESPACE
+                        ) -> tuple[torch.Tensor, np.ndarray]:
+    """(unit MaskInversion embeddings (n, D), class indices) of objects of multi-object scenes
+    (scenes ``(namespace, seed, 2, i)``), with the model's default MaskInversion settings."""
+    from ..region.maskinversion import invert
+
+    out, labels, i = [], [], 0
+    while len(labels) < n:
+        scene = render_scene((namespace, seed, 2, i), RenderOptions(min_objects=2))
+        i += 1
+        objs = [o for o in scene.objects if o.area >= 12][: n - len(labels)]
+        if not objs:
+            continue
+        res = invert(clip, scene.image, np.stack([o.mask for o in objs]))
+        out.append(torch.nn.functional.normalize(res.embeddings.float(), dim=-1))
+        labels += [CLASSES.index(o.label) for o in objs]
+    return torch.cat(out), np.array(labels)
 
 
 def embed(clip, images: np.ndarray, batch: int = 256) -> torch.Tensor:

@@ -4,7 +4,8 @@
 
 Data: unit embeddings, by the bundled CLIP (``shapes-clip``; ``REGIONLAB_SHAPES_CLIP``
 overrides its weights), of single-object scenes (object scale 6-45%), masked crops and context
-crops of objects of multi-object scenes (``regionlab.shapes.decoder_data``); target caption
+crops of objects of multi-object scenes, and (``--maskinversion N``) MaskInversion embeddings
+of objects, what the app captions (``regionlab.shapes.decoder_data``); target caption
 ``"a red circle"`` (article + colour + shape). Gaussian noise on the embeddings (random
 strength, renormalised) makes the decoder tolerant of region embeddings that are not exactly
 image embeddings. Model: MLP mapper (embedding -> 4 prefix vectors) + a 2-layer GPT-2 (width
@@ -33,7 +34,7 @@ from ..models.captioner import (
     read_prefix_captioner,
     save_prefix_captioner,
 )
-from .decoder_data import embed, file_digest, object_views
+from .decoder_data import embed, file_digest, maskinversion_views, object_views
 from .scenes import article
 from .vocab import CLASSES, COLOUR_NAMES, SHAPES
 
@@ -81,7 +82,7 @@ def exact_match(captions: list[str], labels: list[str]) -> dict:
 
 def evaluate(captioner: LoadedCaptioner, emb: torch.Tensor, labels: np.ndarray,
              kinds: np.ndarray) -> dict:
-    names = {0: "single", 1: "masked_crop", 2: "context_crop"}
+    names = {0: "single", 1: "masked_crop", 2: "context_crop", 3: "maskinversion"}
     out = {}
     for k, name in names.items():
         sel = np.nonzero(kinds == k)[0]
@@ -101,6 +102,8 @@ def main(argv=None) -> None:
     p.add_argument("--single", type=int, default=12000)
     p.add_argument("--masked", type=int, default=6000)
     p.add_argument("--context", type=int, default=3000)
+    p.add_argument("--maskinversion", type=int, default=0,
+                   help="MaskInversion embeddings of objects of multi-object scenes")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -121,6 +124,16 @@ def main(argv=None) -> None:
     val = object_views(600, 600, 300, seed=a.seed, namespace=1_000 + 5)
     t_render = time.time() - t0
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
+    labels_train, labels_val = train.labels, val.labels
+    kinds_val = val.kinds
+    if a.maskinversion:
+        mi_train, mi_labels = maskinversion_views(clip, a.maskinversion, seed=a.seed)
+        mi_val, mi_val_labels = maskinversion_views(clip, 300, seed=a.seed, namespace=1_000 + 5)
+        emb_train = torch.cat([emb_train, mi_train])
+        labels_train = np.concatenate([labels_train, mi_labels])
+        emb_val = torch.cat([emb_val, mi_val])
+        labels_val = np.concatenate([labels_val, mi_val_labels])
+        kinds_val = np.concatenate([kinds_val, np.full(len(mi_val_labels), 3)])
     t_data = time.time() - t0
     print(f"data: {len(train.labels)} train / {len(val.labels)} val views, "
           f"render {t_render:.0f}s, total {t_data:.0f}s", flush=True)
@@ -137,7 +150,7 @@ def main(argv=None) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / a.steps)))))
     gen = torch.Generator().manual_seed(a.seed)
-    labels = torch.from_numpy(train.labels)
+    labels = torch.from_numpy(labels_train)
     model.train()
     history = []
     for step in range(a.steps):
@@ -162,7 +175,8 @@ def main(argv=None) -> None:
     wall = time.time() - t0
     meta = {"seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "noise": a.noise,
             "init": str(a.init) if a.init else None,
-            "views": {"single": a.single, "masked": a.masked, "context": a.context},
+            "views": {"single": a.single, "masked": a.masked, "context": a.context,
+                      "maskinversion": a.maskinversion},
             "clip_weights_sha256": file_digest(clip_path), "wall_seconds": round(wall, 1),
             "cpu_seconds": round(time.process_time() - c0, 1), "threads": a.threads,
             "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
@@ -173,7 +187,7 @@ def main(argv=None) -> None:
     cap = LoadedCaptioner("shapes-captioner", shipped.eval(), codec, "shapes-clip",
                           shipped.embed_dim, config["input_norm"], torch.device("cpu"),
                           torch.float32)
-    metrics = evaluate(cap, emb_val, val.labels, val.kinds)
+    metrics = evaluate(cap, emb_val, labels_val, kinds_val)
     record = {**meta, "val_metrics_fp16": metrics, "history": history,
               "params": sum(p_.numel() for p_ in model.parameters()),
               "file_bytes": path.stat().st_size, "torch": torch.__version__}

@@ -109,6 +109,7 @@ def make_batch(
     hard_negatives: bool = False,
     single_scale: float = 0.48,
     legrad_max: int = 0,
+    single_min_scale: float = 0.08,
 ) -> dict:
     rng = np.random.default_rng([seed, step, 991])
     grid = SIZE // PATCH
@@ -127,7 +128,11 @@ def make_batch(
             size=render_size,
             min_objects=1 if single else 2,
             max_objects=1 if single else 4,
-            scale=(0.08, float(rng.uniform(0.2, single_scale))) if single else (0.08, 0.22),
+            scale=(
+                (single_min_scale, float(rng.uniform(0.2, single_scale)))
+                if single
+                else (0.08, 0.22)
+            ),
             antialias=int(rng.choice([1, 2, 4])),
         )
         scene = render_scene((3, seed, step, i), opts)
@@ -359,6 +364,12 @@ def main(argv=None) -> None:
         default=0.48,
         help="largest object radius (fraction of the image) of single-object scenes",
     )
+    p.add_argument(
+        "--single-min-scale",
+        type=float,
+        default=0.08,
+        help="smallest object radius (fraction of the image) of single-object scenes",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
     p.add_argument(
@@ -410,7 +421,15 @@ def main(argv=None) -> None:
     history = []
     for step in range(a.steps):
         batch = make_batch(
-            a.seed, step, a.multi, a.single, a.crops, a.hard_negatives, a.single_scale, a.legrad_max
+            a.seed,
+            step,
+            a.multi,
+            a.single,
+            a.crops,
+            a.hard_negatives,
+            a.single_scale,
+            a.legrad_max,
+            a.single_min_scale,
         )
         losses = train_step(model, batch, tok, weights)
         opt.zero_grad(set_to_none=True)
@@ -434,6 +453,7 @@ def main(argv=None) -> None:
         "batch": [a.multi, a.single, a.crops],
         "hard_negatives": a.hard_negatives,
         "single_scale": a.single_scale,
+        "single_min_scale": a.single_min_scale,
         "legrad_max": a.legrad_max,
         "init": str(a.init) if a.init else None,
         "wall_seconds": round(wall, 1),
