@@ -91,3 +91,19 @@ def test_recorded_recipe_commands_are_valid(capsys):
         flags = set(capsys.readouterr().out.replace(",", " ").split())
         used = {a.split("=")[0] for a in argv[i + 2:] if a.startswith("--")}
         assert used <= flags, (cmd, used - flags)
+
+
+def test_maskinversion_views_for_the_captioner_are_unit_and_deterministic():
+    import torch
+
+    from regionlab.models import load_clip
+    from regionlab.shapes.decoder_data import maskinversion_views
+    from regionlab.shapes.vocab import CLASSES
+
+    clip = load_clip("shapes-clip")
+    emb, labels = maskinversion_views(clip, 5, seed=3)
+    assert emb.shape == (5, clip.embed_dim) and labels.shape == (5,)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(5))
+    assert all(0 <= j < len(CLASSES) for j in labels)
+    again, labels2 = maskinversion_views(clip, 5, seed=3)
+    assert (labels == labels2).all() and torch.equal(emb, again)
