@@ -155,10 +155,12 @@ def _image_mask(img: Image.Image) -> np.ndarray:
 
 
 def _same_aspect(shape: tuple[int, int], size: tuple[int, int]) -> bool:
-    """Is ``size`` a scaled copy of ``shape`` (up to one pixel of rounding, or 2 %)?"""
+    """Is ``size`` a scaled copy of ``shape``: one scale s with both ``h*s`` and ``w*s`` within
+    half a pixel (rounding) of ``size``, or aspect ratios within 2 %?"""
     (h, w), (th, tw) = shape, size
-    expected_th = h * tw / w
-    return abs(expected_th - th) <= max(1.0, 0.02 * th)
+    lo = max((th - 0.5) / h, (tw - 0.5) / w)
+    hi = min((th + 0.5) / h, (tw + 0.5) / w)
+    return lo <= hi or abs((h / w) / (th / tw) - 1) <= 0.02
 
 
 def load_mask(source, size: tuple[int, int] | None = None, name: str = "mask") -> np.ndarray:
