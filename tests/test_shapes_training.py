@@ -26,7 +26,7 @@ def test_clip_training_is_deterministic_by_seed(tmp_path):
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["seed"] == 0 and record["steps"] == 2
     assert set(record["val_metrics_fp16"]) == {"zero_shot", "masked_crop", "legrad_dice",
-                                               "map_top1"}
+                                               "map_top1", "mi_top1"}
 
 
 def test_clip_training_fine_tunes_from_init(tmp_path):
@@ -38,10 +38,37 @@ def test_clip_training_fine_tunes_from_init(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["init"].endswith("a.safetensors")
 
 
-@pytest.mark.parametrize("bad", [["--weights", "clip=1,nope=2"], ["--steps", "0"]])
+@pytest.mark.parametrize("bad", [["--weights", "clip=1,nope=2"], ["--steps", "0"],
+                                 ["--mi-negatives", "3"],  # without a contrast weight
+                                 ["--weights", "contrast=1", "--mi-negatives", "-1"],
+                                 ["--jitter-max", "0.5"], ["--jitter-max", "9"]])
 def test_clip_training_rejects_bad_arguments(tmp_path, bad):
     with pytest.raises(SystemExit):
         train_clip.main(TINY + bad + ["--out", str(tmp_path / "x")])
+
+
+def test_batches_of_the_recorded_recipes_do_not_change():
+    """New augmentations draw from the batch generator only when asked for: the default batch
+    is pinned (re-running a recorded stage must see the same scenes), a jittered one differs."""
+    import hashlib
+
+    import numpy as np
+
+    def digest(b):
+        h = hashlib.sha256()
+        for k in ("multi", "cls"):
+            h.update(np.rint(b[k].numpy() * 1000).astype(np.int32).tobytes())
+        h.update(repr((b["captions"], b["negatives"], b["cls_labels"].tolist(),
+                       b["obj_cls"].tolist(), b["template"])).encode())
+        return h.hexdigest()
+
+    args = (3, 7, 4, 4, 3, True, 0.45, 2, 0.05)
+    assert digest(train_clip.make_batch(*args)) == PINNED_BATCH
+    assert digest(train_clip.make_batch(*args, jitter_max=1.6)) != PINNED_BATCH
+
+
+# make_batch(3, 7, 4, 4, 3, True, 0.45, 2, 0.05) before --jitter-max existed
+PINNED_BATCH = "cfb8a9936b04688b35537a831dfded45bb4af4539821f1d91e4f4c58c924ec82"
 
 
 def test_generator_fine_tunes_from_init(tmp_path):
@@ -107,3 +134,67 @@ def test_maskinversion_views_for_the_captioner_are_unit_and_deterministic():
     assert all(0 <= j < len(CLASSES) for j in labels)
     again, labels2 = maskinversion_views(clip, 5, seed=3)
     assert (labels == labels2).all() and torch.equal(emb, again)
+
+
+def _bundled_scene_inputs():
+    """Last-block inputs, global embeddings and grid masks of two held-out scenes' objects."""
+    import torch
+    from safetensors.torch import load_file
+
+    from regionlab.explain.vit import embed_tokens, run_blocks
+    from regionlab.shapes.model import WEIGHTS, build_model
+    from regionlab.shapes.scenes import RenderOptions, render_scene
+    from regionlab.shapes.vocab import CLASSES
+
+    model = build_model().eval()
+    model.load_state_dict({k: v.float() for k, v in
+                           load_file(str(WEIGHTS)).items()})
+    rows = []
+    for i in (0, 1):
+        s = render_scene((1, 0, 10_000 + i), RenderOptions(min_objects=2))
+        x = train_clip.to_tensor([s.image])
+        with torch.no_grad():
+            x_in = run_blocks(model.visual, embed_tokens(model.visual, x),
+                              model.visual.transformer.resblocks[:-1])
+            init = model.visual(x)
+        for o in s.objects:
+            frac = train_clip.grid_fraction(o.mask, train_clip.SIZE // train_clip.PATCH)
+            rows.append((x_in[0], init[0], torch.from_numpy(frac.reshape(-1)),
+                         CLASSES.index(o.label)))
+    x_in, init, frac, cls = (torch.stack(c) if i < 3 else torch.tensor(c)
+                             for i, c in enumerate(zip(*rows)))
+    return model, x_in, init, frac, cls
+
+
+def test_grid_maskinversion_fits_the_masks_better_than_its_start():
+    import torch
+
+    model, x_in, init, frac, _ = _bundled_scene_inputs()
+    e = train_clip.mi_embeddings(model.visual, x_in, init, frac, steps=10)
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(len(e)))
+    with torch.enable_grad():
+        before = train_clip.legrad_grid_maps(model.visual, x_in,
+                                             torch.nn.functional.normalize(init, dim=-1), False)
+        after = train_clip.legrad_grid_maps(model.visual, x_in, e, False)
+    d0 = train_clip.soft_dice(before, frac).mean()
+    d1 = train_clip.soft_dice(after, frac).mean()
+    assert d1 < d0 - 0.05, (d0, d1)
+
+
+def test_correct_maskinversion_embeddings_are_not_contrast_negatives():
+    import torch
+    import torch.nn.functional as F
+
+    from regionlab.shapes.vocab import CLASSES
+
+    model, x_in, _, frac, cls = _bundled_scene_inputs()
+    class_txt = F.normalize(torch.randn(len(CLASSES), model.text_projection.shape[1],
+                                        generator=torch.Generator().manual_seed(0)), dim=-1)
+    with torch.enable_grad():
+        plain = train_clip.contrast_loss(model.visual, x_in, class_txt, cls, frac)
+        right = train_clip.contrast_loss(model.visual, x_in, class_txt, cls, frac,
+                                         mi_emb=class_txt[cls])  # retrieves the true class
+        wrong = train_clip.contrast_loss(model.visual, x_in, class_txt, cls, frac,
+                                         mi_emb=class_txt[(cls + 1) % len(CLASSES)])
+    torch.testing.assert_close(right, plain)
+    assert wrong > plain

@@ -18,6 +18,10 @@ Objectives (all on procedurally generated scenes, see ``regionlab.shapes.scenes`
    the LeGrad map of its own class prompt than by the maps of the 9 classes sharing its colour
    or its shape (cross-entropy over the 10 Dice scores). MaskInversion reads the class off the
    embedding whose map matches the mask, so maps of the wrong shape must not match it.
+   With ``--mi-negatives N`` the embedding that N MaskInversion steps find for the object
+   (from the scene's global embedding, as the method starts) joins the candidates as an extra
+   negative whenever it is closer to a wrong class prompt: the Dice objective alone leaves the
+   shape part of that embedding free when the colour already singles the object out.
 
 The wall time, seed and final metrics are written next to the weights (``.json``).
 """
@@ -110,6 +114,7 @@ def make_batch(
     single_scale: float = 0.48,
     legrad_max: int = 0,
     single_min_scale: float = 0.08,
+    jitter_max: float = 1.0,
 ) -> dict:
     rng = np.random.default_rng([seed, step, 991])
     grid = SIZE // PATCH
@@ -134,6 +139,8 @@ def make_batch(
                 else (0.08, 0.22)
             ),
             antialias=int(rng.choice([1, 2, 4])),
+            # drawn only when asked for, so the batches of earlier recipes stay the same
+            colour_jitter=float(rng.uniform(0.5, jitter_max)) if jitter_max != 1.0 else 1.0,
         )
         scene = render_scene((3, seed, step, i), opts)
         img = _resize(scene.image, SIZE)
@@ -209,17 +216,41 @@ def confusable_classes(c: int) -> list[int]:
 CONFUSABLE = torch.tensor([confusable_classes(c) for c in range(len(CLASSES))])
 
 
-def contrast_loss(visual, x_in, class_txt, obj_cls, frac, temperature: float = 20.0):
-    """Cross-entropy over Dice(map of class k, object mask) for the object's 10 confusables."""
+def contrast_loss(visual, x_in, class_txt, obj_cls, frac, temperature: float = 20.0,
+                  mi_emb: torch.Tensor | None = None):
+    """Cross-entropy over Dice(map of class k, object mask) for the object's 10 confusables,
+    plus (if given) the MaskInversion embedding of the object where it retrieves a wrong class."""
     cand = CONFUSABLE[obj_cls]  # (K, 10), true class first
     k, m = cand.shape
-    maps = legrad_grid_maps(visual, x_in.repeat_interleave(m, 0),
-                            class_txt[cand.reshape(-1)].detach(), True)
+    queries = class_txt[cand].detach()  # (K, 10, D)
+    if mi_emb is not None:
+        queries = torch.cat([queries, mi_emb[:, None]], dim=1)
+        m += 1
+    maps = legrad_grid_maps(visual, x_in.repeat_interleave(m, 0), queries.reshape(k * m, -1),
+                            True)
     dice = 1 - soft_dice(maps, frac.repeat_interleave(m, 0)).reshape(k, m)
+    if mi_emb is not None:  # a correct MaskInversion embedding is not a negative
+        wrong = (mi_emb @ class_txt.detach().T).argmax(-1) != obj_cls
+        dice = torch.cat([dice[:, :-1], dice[:, -1:].masked_fill(~wrong[:, None], -1e4)], 1)
     return F.cross_entropy(temperature * dice, torch.zeros(k, dtype=torch.long))
 
 
-def train_step(model, batch, tok, weights: dict) -> dict:
+def mi_embeddings(visual, x_in, init, frac, steps: int, lr: float = 0.3) -> torch.Tensor:
+    """MaskInversion on the patch grid (METHODS.md 2, alpha 0): AdamW on the embedding only,
+    from ``init`` (unnormalised global embeddings), against soft Dice with the grid masks.
+    Returns unit embeddings, detached from the model."""
+    x_in = x_in.detach()
+    e = init.detach().clone().requires_grad_(True)
+    opt = torch.optim.AdamW([e], lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        with torch.enable_grad():
+            maps = legrad_grid_maps(visual, x_in, F.normalize(e, dim=-1), True)
+            (e.grad,) = torch.autograd.grad(soft_dice(maps, frac).mean(), e)
+        opt.step()
+    return F.normalize(e.detach(), dim=-1)
+
+
+def train_step(model, batch, tok, weights: dict, mi_steps: int = 0) -> dict:
     visual = model.visual
     scale = model.logit_scale.exp().clamp(max=100)
     # text: captions + class prompts
@@ -261,10 +292,17 @@ def train_step(model, batch, tok, weights: dict) -> dict:
     )
     losses["legrad"] = soft_dice(maps, frac[sel]).mean()
     if weights.get("contrast"):
+        mi = None
+        if mi_steps:
+            mi = mi_embeddings(visual, x_in[batch["obj_img"][sel]],
+                               pooled[:nm][batch["obj_img"][sel]], frac[sel], mi_steps)
+            losses["mi_acc"] = ((mi @ class_txt.detach().T).argmax(-1)
+                                == batch["obj_cls"][sel]).float().mean()
         losses["contrast"] = contrast_loss(
-            visual, x_in[batch["obj_img"][sel]], class_txt, batch["obj_cls"][sel], frac[sel]
+            visual, x_in[batch["obj_img"][sel]], class_txt, batch["obj_cls"][sel], frac[sel],
+            mi_emb=mi,
         )
-    losses["total"] = sum(weights[k] * v for k, v in losses.items())
+    losses["total"] = sum(weights[k] * v for k, v in losses.items() if k in weights)
     return losses
 
 
@@ -276,7 +314,9 @@ def _embed_images(model, images: list[np.ndarray]) -> torch.Tensor:
 def evaluate(model, n: int = 300, seed: int = 0) -> dict:
     """Quick held-out metrics (validation split): zero-shot, masked crops, LeGrad Dice of the
     true class map, and ``map_top1``: how often the true class map matches the object's mask
-    best among the 30 class maps (MaskInversion can only classify well when this is high)."""
+    best among the 30 class maps (MaskInversion can only classify well when this is high), and
+    ``mi_top1``: Acc@1 of 10 MaskInversion steps on the patch grid (a quick proxy for the
+    engine's MaskInversion, which works at pixel resolution)."""
     model.eval()
     tok = tokenizer()
     with torch.no_grad():
@@ -296,7 +336,7 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
             labels.append(ob.label)
     pred = (_embed_images(model, crops) @ txt.T).argmax(-1)
     mc = np.mean([CLASSES[p] == lab for p, lab in zip(pred.tolist(), labels)])
-    map_top1 = []
+    map_top1, mi_top1 = [], []
     for s in multi:
         x = embed_tokens(model.visual, to_tensor([s.image]))
         x_in = run_blocks(model.visual, x, model.visual.transformer.resblocks[:-1]).detach()
@@ -316,9 +356,15 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
             c = CLASSES.index(o.label)
             dices.append(float(d[c]))
             map_top1.append(int(d.argmax()) == c)
+        fr = torch.from_numpy(np.stack([grid_fraction(o.mask, g).reshape(-1) for o in s.objects]))
+        with torch.no_grad():
+            init = model.visual(to_tensor([s.image])).expand(len(s.objects), -1)
+        e = mi_embeddings(model.visual, x_in.expand(len(s.objects), -1, -1), init, fr, 10)
+        pred = (e @ txt.T).argmax(-1).tolist()
+        mi_top1 += [CLASSES[p] == o.label for p, o in zip(pred, s.objects)]
     model.train()
     return {"zero_shot": float(zs), "masked_crop": float(mc), "legrad_dice": float(np.mean(dices)),
-            "map_top1": float(np.mean(map_top1))}
+            "map_top1": float(np.mean(map_top1)), "mi_top1": float(np.mean(mi_top1))}
 
 
 def save_weights(model, path: Path, metadata: dict) -> None:
@@ -370,6 +416,20 @@ def main(argv=None) -> None:
         default=0.08,
         help="smallest object radius (fraction of the image) of single-object scenes",
     )
+    p.add_argument(
+        "--jitter-max",
+        type=float,
+        default=1.0,
+        help="colour jitter of each scene drawn from [0.5, this] (1 = the fixed default jitter)",
+    )
+    p.add_argument(
+        "--mi-negatives",
+        type=int,
+        default=0,
+        metavar="N",
+        help="MaskInversion steps per object whose wrong embeddings join the contrast loss "
+             "(0 = off; needs a contrast weight)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
     p.add_argument(
@@ -392,6 +452,10 @@ def main(argv=None) -> None:
     if set(weights) - set(LOSSES):
         p.error(f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
                 f"the losses are {', '.join(LOSSES)}")
+    if not 0.5 < a.jitter_max <= 3:
+        p.error("--jitter-max: a number in (0.5, 3]")
+    if a.mi_negatives < 0 or (a.mi_negatives and not weights["contrast"]):
+        p.error("--mi-negatives: a number of steps >= 0, and only with a contrast weight")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = build_model()
@@ -430,8 +494,9 @@ def main(argv=None) -> None:
             a.single_scale,
             a.legrad_max,
             a.single_min_scale,
+            a.jitter_max,
         )
-        losses = train_step(model, batch, tok, weights)
+        losses = train_step(model, batch, tok, weights, a.mi_negatives)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -455,6 +520,8 @@ def main(argv=None) -> None:
         "single_scale": a.single_scale,
         "single_min_scale": a.single_min_scale,
         "legrad_max": a.legrad_max,
+        "mi_negatives": a.mi_negatives,
+        "jitter_max": a.jitter_max,
         "init": str(a.init) if a.init else None,
         "wall_seconds": round(wall, 1),
         "threads": a.threads,
