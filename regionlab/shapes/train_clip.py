@@ -22,6 +22,13 @@ Objectives (all on procedurally generated scenes, see ``regionlab.shapes.scenes`
    (from the scene's global embedding, as the method starts) joins the candidates as an extra
    negative whenever it is closer to a wrong class prompt: the Dice objective alone leaves the
    shape part of that embedding free when the colour already singles the object out.
+6. ``mi`` (weight 0 unless asked for): MaskInversion itself in the loop. The ``--mi-steps``
+   AdamW steps that MaskInversion takes at inference (on the patch grid, from the scene's
+   global embedding) are unrolled with their graph, and the embedding they end at is
+   classified against the class prompts; the loss is back-propagated through the unrolled
+   optimisation into the model (third-order autograd through the last block). The forward
+   values are exactly AdamW's; only the backward treats Adam's per-coordinate denominator as a
+   constant per embedding (its exact derivative is ~1/|g| and explodes on tiny gradients).
 
 The wall time, seed and final metrics are written next to the weights (``.json``).
 """
@@ -50,7 +57,7 @@ STD = np.array([0.26862954, 0.26130258, 0.27577711])
 SIZE = CONFIG["vision_cfg"]["image_size"]
 PATCH = CONFIG["vision_cfg"]["patch_size"]
 CAPTION_WRAPS = ("{}", "a photo of {}.", "an image of {}.", "there is {} in the scene.")
-LOSSES = ("clip", "cls", "region", "legrad", "contrast")
+LOSSES = ("clip", "cls", "region", "legrad", "contrast", "mi")
 CLS_TEMPLATES = tuple(dict.fromkeys(VILD + IMAGENET + ("a {}", "{}")))
 
 
@@ -250,7 +257,39 @@ def mi_embeddings(visual, x_in, init, frac, steps: int, lr: float = 0.3) -> torc
     return F.normalize(e.detach(), dim=-1)
 
 
-def train_step(model, batch, tok, weights: dict, mi_steps: int = 0) -> dict:
+def mi_unrolled(visual, x_in, init, frac, steps: int, lr: float = 0.3,
+                betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+    """``mi_embeddings`` with the graph kept: the unit embeddings after ``steps`` AdamW steps
+    (weight decay 0), differentiable with respect to the model through ``x_in`` and the last
+    block. Forward values equal ``mi_embeddings``; see ``mi`` in the module docstring for the
+    surrogate derivative of Adam's denominator."""
+    tr = trace_block(visual.transformer.resblocks[-1], x_in, attn_requires_grad=True)
+    f = F.normalize(pooled_mean_embedding(visual, tr.out), dim=-1)
+    _, h, n, _ = tr.attn.shape
+    e = init.detach().clone().requires_grad_(True)
+    m = torch.zeros_like(e)
+    v = torch.zeros_like(e)
+    for t in range(1, steps + 1):
+        # dS/dA at this e as a VJP of f (e enters as the cotangent): differentiating the score
+        # itself would also follow e's own history back into the attention
+        (g,) = torch.autograd.grad(f, tr.attn, grad_outputs=F.normalize(e, dim=-1),
+                                   create_graph=True)
+        r = g.clamp(min=0).sum(dim=(1, 2))[:, 1:] / (h * n)
+        lo, hi = r.min(dim=1, keepdim=True).values, r.max(dim=1, keepdim=True).values
+        maps = (r - lo) / (hi - lo + 1e-8)
+        (ge,) = torch.autograd.grad(soft_dice(maps, frac).mean(), e, create_graph=True)
+        m = betas[0] * m + (1 - betas[0]) * ge
+        v = betas[1] * v + (1 - betas[1]) * ge.detach() ** 2
+        m_hat = m / (1 - betas[0] ** t)
+        denom = (v / (1 - betas[1] ** t)).sqrt() + eps
+        exact = lr * m_hat / denom
+        surrogate = lr * m_hat / denom.pow(2).mean(-1, keepdim=True).sqrt()
+        e = e - (exact.detach() + surrogate - surrogate.detach())
+    return F.normalize(e, dim=-1)
+
+
+def train_step(model, batch, tok, weights: dict, mi_steps: int = 0,
+               mi_unroll: int = 10) -> dict:
     visual = model.visual
     scale = model.logit_scale.exp().clamp(max=100)
     # text: captions + class prompts
@@ -302,6 +341,12 @@ def train_step(model, batch, tok, weights: dict, mi_steps: int = 0) -> dict:
             visual, x_in[batch["obj_img"][sel]], class_txt, batch["obj_cls"][sel], frac[sel],
             mi_emb=mi,
         )
+    if weights.get("mi"):
+        mi = mi_unrolled(visual, x_in[batch["obj_img"][sel]],
+                         pooled[:nm][batch["obj_img"][sel]], frac[sel], mi_unroll)
+        logits = scale * mi @ class_txt.T
+        losses["mi"] = F.cross_entropy(logits, batch["obj_cls"][sel])
+        losses["mi_unrolled_acc"] = (logits.argmax(-1) == batch["obj_cls"][sel]).float().mean()
     losses["total"] = sum(weights[k] * v for k, v in losses.items() if k in weights)
     return losses
 
@@ -430,6 +475,12 @@ def main(argv=None) -> None:
         help="MaskInversion steps per object whose wrong embeddings join the contrast loss "
              "(0 = off; needs a contrast weight)",
     )
+    p.add_argument(
+        "--mi-steps",
+        type=int,
+        default=10,
+        help="MaskInversion steps unrolled by the mi loss (the bundled model's inference default)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
     p.add_argument(
@@ -439,12 +490,13 @@ def main(argv=None) -> None:
     p.add_argument(
         "--weights",
         default="clip=1,cls=1,region=1,legrad=1",
-        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1 (unnamed ones: 1, contrast 0)",
+        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1 (unnamed ones: 1, contrast "
+        "and mi 0)",
     )
     a = p.parse_args(argv)
     if a.steps < 1:
         p.error("--steps must be at least 1")
-    weights = {**dict.fromkeys(LOSSES, 1.0), "contrast": 0.0}
+    weights = {**dict.fromkeys(LOSSES, 1.0), "contrast": 0.0, "mi": 0.0}
     try:
         weights.update({k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(","))})
     except ValueError:
@@ -452,6 +504,8 @@ def main(argv=None) -> None:
     if set(weights) - set(LOSSES):
         p.error(f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
                 f"the losses are {', '.join(LOSSES)}")
+    if a.mi_steps < 1:
+        p.error("--mi-steps must be at least 1")
     if not 0.5 < a.jitter_max <= 3:
         p.error("--jitter-max: a number in (0.5, 3]")
     if a.mi_negatives < 0 or (a.mi_negatives and not weights["contrast"]):
@@ -496,7 +550,7 @@ def main(argv=None) -> None:
             a.single_min_scale,
             a.jitter_max,
         )
-        losses = train_step(model, batch, tok, weights, a.mi_negatives)
+        losses = train_step(model, batch, tok, weights, a.mi_negatives, a.mi_steps)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -522,6 +576,7 @@ def main(argv=None) -> None:
         "legrad_max": a.legrad_max,
         "mi_negatives": a.mi_negatives,
         "jitter_max": a.jitter_max,
+        "mi_steps": a.mi_steps,
         "init": str(a.init) if a.init else None,
         "wall_seconds": round(wall, 1),
         "threads": a.threads,
