@@ -7,8 +7,24 @@ from safetensors.torch import load_file
 
 from regionlab.shapes import train_clip
 
-TINY = ["--steps", "2", "--multi", "3", "--single", "2", "--crops", "2", "--warmup", "1",
-        "--eval-every", "100", "--eval-n", "6", "--threads", "1"]
+TINY = [
+    "--steps",
+    "2",
+    "--multi",
+    "3",
+    "--single",
+    "2",
+    "--crops",
+    "2",
+    "--warmup",
+    "1",
+    "--eval-every",
+    "100",
+    "--eval-n",
+    "6",
+    "--threads",
+    "1",
+]
 
 
 def _tensors(path):
@@ -25,23 +41,37 @@ def test_clip_training_is_deterministic_by_seed(tmp_path):
     assert any(not (a[k] == c[k]).all() for k in a)
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["seed"] == 0 and record["steps"] == 2
-    assert set(record["val_metrics_fp16"]) == {"zero_shot", "masked_crop", "legrad_dice",
-                                               "map_top1", "mi_top1"}
+    assert set(record["val_metrics_fp16"]) == {
+        "zero_shot",
+        "masked_crop",
+        "legrad_dice",
+        "map_top1",
+        "mi_top1",
+    }
 
 
 def test_clip_training_fine_tunes_from_init(tmp_path):
     train_clip.main(TINY + ["--out", str(tmp_path / "a")])
-    train_clip.main(TINY + ["--init", str(tmp_path / "a.safetensors"), "--lr", "0",
-                            "--out", str(tmp_path / "b")])
+    train_clip.main(
+        TINY
+        + ["--init", str(tmp_path / "a.safetensors"), "--lr", "0", "--out", str(tmp_path / "b")]
+    )
     a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
     assert all((a[k] == b[k]).all() for k in a)  # lr 0: the init comes through unchanged
     assert json.loads((tmp_path / "b.json").read_text())["init"].endswith("a.safetensors")
 
 
-@pytest.mark.parametrize("bad", [["--weights", "clip=1,nope=2"], ["--steps", "0"],
-                                 ["--mi-negatives", "3"],  # without a contrast weight
-                                 ["--weights", "contrast=1", "--mi-negatives", "-1"],
-                                 ["--jitter-max", "0.5"], ["--jitter-max", "9"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--weights", "clip=1,nope=2"],
+        ["--steps", "0"],
+        ["--mi-negatives", "3"],  # without a contrast weight
+        ["--weights", "contrast=1", "--mi-negatives", "-1"],
+        ["--jitter-max", "0.5"],
+        ["--jitter-max", "9"],
+    ],
+)
 def test_clip_training_rejects_bad_arguments(tmp_path, bad):
     with pytest.raises(SystemExit):
         train_clip.main(TINY + bad + ["--out", str(tmp_path / "x")])
@@ -58,8 +88,17 @@ def test_batches_of_the_recorded_recipes_do_not_change():
         h = hashlib.sha256()
         for k in ("multi", "cls"):
             h.update(np.rint(b[k].numpy() * 1000).astype(np.int32).tobytes())
-        h.update(repr((b["captions"], b["negatives"], b["cls_labels"].tolist(),
-                       b["obj_cls"].tolist(), b["template"])).encode())
+        h.update(
+            repr(
+                (
+                    b["captions"],
+                    b["negatives"],
+                    b["cls_labels"].tolist(),
+                    b["obj_cls"].tolist(),
+                    b["template"],
+                )
+            ).encode()
+        )
         return h.hexdigest()
 
     args = (3, 7, 4, 4, 3, True, 0.45, 2, 0.05)
@@ -74,12 +113,36 @@ PINNED_BATCH = "cfb8a9936b04688b35537a831dfded45bb4af4539821f1d91e4f4c58c924ec82
 def test_generator_fine_tunes_from_init(tmp_path):
     from regionlab.shapes import train_generator
 
-    tiny = ["--steps", "1", "--scenes", "8", "--batch", "4", "--eval-n", "2", "--threads", "1",
-            "--channels", "32,64"]
+    tiny = [
+        "--steps",
+        "1",
+        "--scenes",
+        "8",
+        "--batch",
+        "4",
+        "--eval-n",
+        "2",
+        "--threads",
+        "1",
+        "--channels",
+        "32,64",
+    ]
     train_generator.main(tiny + ["--out", str(tmp_path / "a")])
-    train_generator.main(tiny + ["--lr", "0", "--ema", "0", "--channels", "32,64,128",
-                                 "--init", str(tmp_path / "a.safetensors"),
-                                 "--out", str(tmp_path / "b")])
+    train_generator.main(
+        tiny
+        + [
+            "--lr",
+            "0",
+            "--ema",
+            "0",
+            "--channels",
+            "32,64,128",
+            "--init",
+            str(tmp_path / "a.safetensors"),
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
     a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
     assert a.keys() == b.keys()  # the init's channels win over --channels
     assert all((a[k] == b[k]).all() for k in a)
@@ -90,12 +153,20 @@ def test_generator_fine_tunes_from_init(tmp_path):
 def test_recipe_relocates_runs_paths_and_environment(tmp_path):
     from regionlab.shapes.recipe import relocate
 
-    env, argv = relocate("REGIONLAB_SHAPES_CLIP=runs/s2.safetensors python -m "
-                         "regionlab.shapes.train_generator --init runs/g1.safetensors --lr 5e-4",
-                         tmp_path)
+    env, argv = relocate(
+        "REGIONLAB_SHAPES_CLIP=runs/s2.safetensors python -m "
+        "regionlab.shapes.train_generator --init runs/g1.safetensors --lr 5e-4",
+        tmp_path,
+    )
     assert env == {"REGIONLAB_SHAPES_CLIP": str(tmp_path / "s2.safetensors")}
-    assert argv[1:] == ["-m", "regionlab.shapes.train_generator", "--init",
-                        str(tmp_path / "g1.safetensors"), "--lr", "5e-4"]
+    assert argv[1:] == [
+        "-m",
+        "regionlab.shapes.train_generator",
+        "--init",
+        str(tmp_path / "g1.safetensors"),
+        "--lr",
+        "5e-4",
+    ]
     with pytest.raises(ValueError, match="not a RegionLab training command"):
         relocate("rm -rf runs/", tmp_path)
 
@@ -116,7 +187,7 @@ def test_recorded_recipe_commands_are_valid(capsys):
         with pytest.raises(SystemExit):
             module.main(["--help"])
         flags = set(capsys.readouterr().out.replace(",", " ").split())
-        used = {a.split("=")[0] for a in argv[i + 2:] if a.startswith("--")}
+        used = {a.split("=")[0] for a in argv[i + 2 :] if a.startswith("--")}
         assert used <= flags, (cmd, used - flags)
 
 
@@ -147,22 +218,24 @@ def _bundled_scene_inputs():
     from regionlab.shapes.vocab import CLASSES
 
     model = build_model().eval()
-    model.load_state_dict({k: v.float() for k, v in
-                           load_file(str(WEIGHTS)).items()})
+    model.load_state_dict({k: v.float() for k, v in load_file(str(WEIGHTS)).items()})
     rows = []
     for i in (0, 1):
         s = render_scene((1, 0, 10_000 + i), RenderOptions(min_objects=2))
         x = train_clip.to_tensor([s.image])
         with torch.no_grad():
-            x_in = run_blocks(model.visual, embed_tokens(model.visual, x),
-                              model.visual.transformer.resblocks[:-1])
+            x_in = run_blocks(
+                model.visual, embed_tokens(model.visual, x), model.visual.transformer.resblocks[:-1]
+            )
             init = model.visual(x)
         for o in s.objects:
             frac = train_clip.grid_fraction(o.mask, train_clip.SIZE // train_clip.PATCH)
-            rows.append((x_in[0], init[0], torch.from_numpy(frac.reshape(-1)),
-                         CLASSES.index(o.label)))
-    x_in, init, frac, cls = (torch.stack(c) if i < 3 else torch.tensor(c)
-                             for i, c in enumerate(zip(*rows)))
+            rows.append(
+                (x_in[0], init[0], torch.from_numpy(frac.reshape(-1)), CLASSES.index(o.label))
+            )
+    x_in, init, frac, cls = (
+        torch.stack(c) if i < 3 else torch.tensor(c) for i, c in enumerate(zip(*rows))
+    )
     return model, x_in, init, frac, cls
 
 
@@ -173,8 +246,9 @@ def test_grid_maskinversion_fits_the_masks_better_than_its_start():
     e = train_clip.mi_embeddings(model.visual, x_in, init, frac, steps=10)
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(len(e)))
     with torch.enable_grad():
-        before = train_clip.legrad_grid_maps(model.visual, x_in,
-                                             torch.nn.functional.normalize(init, dim=-1), False)
+        before = train_clip.legrad_grid_maps(
+            model.visual, x_in, torch.nn.functional.normalize(init, dim=-1), False
+        )
         after = train_clip.legrad_grid_maps(model.visual, x_in, e, False)
     d0 = train_clip.soft_dice(before, frac).mean()
     d1 = train_clip.soft_dice(after, frac).mean()
@@ -188,14 +262,20 @@ def test_correct_maskinversion_embeddings_are_not_contrast_negatives():
     from regionlab.shapes.vocab import CLASSES
 
     model, x_in, _, frac, cls = _bundled_scene_inputs()
-    class_txt = F.normalize(torch.randn(len(CLASSES), model.text_projection.shape[1],
-                                        generator=torch.Generator().manual_seed(0)), dim=-1)
+    class_txt = F.normalize(
+        torch.randn(
+            len(CLASSES), model.text_projection.shape[1], generator=torch.Generator().manual_seed(0)
+        ),
+        dim=-1,
+    )
     with torch.enable_grad():
         plain = train_clip.contrast_loss(model.visual, x_in, class_txt, cls, frac)
-        right = train_clip.contrast_loss(model.visual, x_in, class_txt, cls, frac,
-                                         mi_emb=class_txt[cls])  # retrieves the true class
-        wrong = train_clip.contrast_loss(model.visual, x_in, class_txt, cls, frac,
-                                         mi_emb=class_txt[(cls + 1) % len(CLASSES)])
+        right = train_clip.contrast_loss(
+            model.visual, x_in, class_txt, cls, frac, mi_emb=class_txt[cls]
+        )  # retrieves the true class
+        wrong = train_clip.contrast_loss(
+            model.visual, x_in, class_txt, cls, frac, mi_emb=class_txt[(cls + 1) % len(CLASSES)]
+        )
     torch.testing.assert_close(right, plain)
     assert wrong > plain
 
@@ -211,12 +291,16 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
 
     model, x_in, init, frac, cls = _bundled_scene_inputs()
     visual = model.visual
-    torch.testing.assert_close(train_clip.mi_unrolled(visual, x_in, init, frac, 10),
-                               train_clip.mi_embeddings(visual, x_in, init, frac, 10),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        train_clip.mi_unrolled(visual, x_in, init, frac, 10),
+        train_clip.mi_embeddings(visual, x_in, init, frac, 10),
+        atol=1e-5,
+        rtol=0,
+    )
     with torch.no_grad():
-        txt = F.normalize(model.encode_text(tokenizer()([f"a photo of a {c}." for c in CLASSES])),
-                          dim=-1)
+        txt = F.normalize(
+            model.encode_text(tokenizer()([f"a photo of a {c}." for c in CLASSES])), dim=-1
+        )
     block = visual.transformer.resblocks[-1]
 
     def loss():
@@ -229,7 +313,7 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
     assert all(torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
     with torch.no_grad():
-        norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
         for p, g in zip(params, grads):
             p -= 0.05 * g / norm
     assert loss() < before

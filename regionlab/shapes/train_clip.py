@@ -216,15 +216,25 @@ def legrad_grid_maps(visual, x_in: torch.Tensor, queries: torch.Tensor, create_g
 def confusable_classes(c: int) -> list[int]:
     """Class ``c`` first, then the 9 classes sharing its colour or its shape."""
     colour, shape = CLASSES[c].split()
-    return [c] + [i for i, n in enumerate(CLASSES)
-                  if i != c and (n.split()[0] == colour or n.split()[1] == shape)]
+    return [c] + [
+        i
+        for i, n in enumerate(CLASSES)
+        if i != c and (n.split()[0] == colour or n.split()[1] == shape)
+    ]
 
 
 CONFUSABLE = torch.tensor([confusable_classes(c) for c in range(len(CLASSES))])
 
 
-def contrast_loss(visual, x_in, class_txt, obj_cls, frac, temperature: float = 20.0,
-                  mi_emb: torch.Tensor | None = None):
+def contrast_loss(
+    visual,
+    x_in,
+    class_txt,
+    obj_cls,
+    frac,
+    temperature: float = 20.0,
+    mi_emb: torch.Tensor | None = None,
+):
     """Cross-entropy over Dice(map of class k, object mask) for the object's 10 confusables,
     plus (if given) the MaskInversion embedding of the object where it retrieves a wrong class."""
     cand = CONFUSABLE[obj_cls]  # (K, 10), true class first
@@ -233,8 +243,7 @@ def contrast_loss(visual, x_in, class_txt, obj_cls, frac, temperature: float = 2
     if mi_emb is not None:
         queries = torch.cat([queries, mi_emb[:, None]], dim=1)
         m += 1
-    maps = legrad_grid_maps(visual, x_in.repeat_interleave(m, 0), queries.reshape(k * m, -1),
-                            True)
+    maps = legrad_grid_maps(visual, x_in.repeat_interleave(m, 0), queries.reshape(k * m, -1), True)
     dice = 1 - soft_dice(maps, frac.repeat_interleave(m, 0)).reshape(k, m)
     if mi_emb is not None:  # a correct MaskInversion embedding is not a negative
         wrong = (mi_emb @ class_txt.detach().T).argmax(-1) != obj_cls
@@ -257,8 +266,9 @@ def mi_embeddings(visual, x_in, init, frac, steps: int, lr: float = 0.3) -> torc
     return F.normalize(e.detach(), dim=-1)
 
 
-def mi_unrolled(visual, x_in, init, frac, steps: int, lr: float = 0.3,
-                betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+def mi_unrolled(
+    visual, x_in, init, frac, steps: int, lr: float = 0.3, betas=(0.9, 0.999), eps: float = 1e-8
+) -> torch.Tensor:
     """``mi_embeddings`` with the graph kept: the unit embeddings after ``steps`` AdamW steps
     (weight decay 0), differentiable with respect to the model through ``x_in`` and the last
     block. Forward values equal ``mi_embeddings``; see ``mi`` in the module docstring for the
@@ -272,8 +282,9 @@ def mi_unrolled(visual, x_in, init, frac, steps: int, lr: float = 0.3,
     for t in range(1, steps + 1):
         # dS/dA at this e as a VJP of f (e enters as the cotangent): differentiating the score
         # itself would also follow e's own history back into the attention
-        (g,) = torch.autograd.grad(f, tr.attn, grad_outputs=F.normalize(e, dim=-1),
-                                   create_graph=True)
+        (g,) = torch.autograd.grad(
+            f, tr.attn, grad_outputs=F.normalize(e, dim=-1), create_graph=True
+        )
         r = g.clamp(min=0).sum(dim=(1, 2))[:, 1:] / (h * n)
         lo, hi = r.min(dim=1, keepdim=True).values, r.max(dim=1, keepdim=True).values
         maps = (r - lo) / (hi - lo + 1e-8)
@@ -288,8 +299,7 @@ def mi_unrolled(visual, x_in, init, frac, steps: int, lr: float = 0.3,
     return F.normalize(e, dim=-1)
 
 
-def train_step(model, batch, tok, weights: dict, mi_steps: int = 0,
-               mi_unroll: int = 10) -> dict:
+def train_step(model, batch, tok, weights: dict, mi_steps: int = 0, mi_unroll: int = 10) -> dict:
     visual = model.visual
     scale = model.logit_scale.exp().clamp(max=100)
     # text: captions + class prompts
@@ -333,17 +343,32 @@ def train_step(model, batch, tok, weights: dict, mi_steps: int = 0,
     if weights.get("contrast"):
         mi = None
         if mi_steps:
-            mi = mi_embeddings(visual, x_in[batch["obj_img"][sel]],
-                               pooled[:nm][batch["obj_img"][sel]], frac[sel], mi_steps)
-            losses["mi_acc"] = ((mi @ class_txt.detach().T).argmax(-1)
-                                == batch["obj_cls"][sel]).float().mean()
+            mi = mi_embeddings(
+                visual,
+                x_in[batch["obj_img"][sel]],
+                pooled[:nm][batch["obj_img"][sel]],
+                frac[sel],
+                mi_steps,
+            )
+            losses["mi_acc"] = (
+                ((mi @ class_txt.detach().T).argmax(-1) == batch["obj_cls"][sel]).float().mean()
+            )
         losses["contrast"] = contrast_loss(
-            visual, x_in[batch["obj_img"][sel]], class_txt, batch["obj_cls"][sel], frac[sel],
+            visual,
+            x_in[batch["obj_img"][sel]],
+            class_txt,
+            batch["obj_cls"][sel],
+            frac[sel],
             mi_emb=mi,
         )
     if weights.get("mi"):
-        mi = mi_unrolled(visual, x_in[batch["obj_img"][sel]],
-                         pooled[:nm][batch["obj_img"][sel]], frac[sel], mi_unroll)
+        mi = mi_unrolled(
+            visual,
+            x_in[batch["obj_img"][sel]],
+            pooled[:nm][batch["obj_img"][sel]],
+            frac[sel],
+            mi_unroll,
+        )
         logits = scale * mi @ class_txt.T
         losses["mi"] = F.cross_entropy(logits, batch["obj_cls"][sel])
         losses["mi_unrolled_acc"] = (logits.argmax(-1) == batch["obj_cls"][sel]).float().mean()
@@ -408,8 +433,13 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
         pred = (e @ txt.T).argmax(-1).tolist()
         mi_top1 += [CLASSES[p] == o.label for p, o in zip(pred, s.objects)]
     model.train()
-    return {"zero_shot": float(zs), "masked_crop": float(mc), "legrad_dice": float(np.mean(dices)),
-            "map_top1": float(np.mean(map_top1)), "mi_top1": float(np.mean(mi_top1))}
+    return {
+        "zero_shot": float(zs),
+        "masked_crop": float(mc),
+        "legrad_dice": float(np.mean(dices)),
+        "map_top1": float(np.mean(map_top1)),
+        "mi_top1": float(np.mean(mi_top1)),
+    }
 
 
 def save_weights(model, path: Path, metadata: dict) -> None:
@@ -473,7 +503,7 @@ def main(argv=None) -> None:
         default=0,
         metavar="N",
         help="MaskInversion steps per object whose wrong embeddings join the contrast loss "
-             "(0 = off; needs a contrast weight)",
+        "(0 = off; needs a contrast weight)",
     )
     p.add_argument(
         "--mi-steps",
@@ -502,8 +532,10 @@ def main(argv=None) -> None:
     except ValueError:
         p.error(f"--weights: expected name=number pairs, got {a.weights!r}")
     if set(weights) - set(LOSSES):
-        p.error(f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
-                f"the losses are {', '.join(LOSSES)}")
+        p.error(
+            f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
+            f"the losses are {', '.join(LOSSES)}"
+        )
     if a.mi_steps < 1:
         p.error("--mi-steps must be at least 1")
     if not 0.5 < a.jitter_max <= 3:
