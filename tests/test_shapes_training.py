@@ -317,3 +317,17 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
         for p, g in zip(params, grads):
             p -= 0.05 * g / norm
     assert loss() < before
+
+
+def test_recipe_compares_each_model_with_its_last_recorded_stage(tmp_path):
+    """``--compare`` reads the re-run record of the stage each bundled model ships."""
+    from regionlab.shapes import recipe
+
+    stages = {name: recipe.final_stage(name) for name in recipe.MODELS}
+    assert stages["shapes_clip"].startswith("stage")
+    for name, stage in stages.items():
+        record = json.loads((recipe.ASSETS / f"{name}.json").read_text())
+        (tmp_path / f"{stage}.json").write_text(json.dumps(record))
+    rows = recipe.compare(tmp_path)
+    assert {r["model"] for r in rows} == set(recipe.MODELS)
+    assert all(r["difference"] == 0 for r in rows)

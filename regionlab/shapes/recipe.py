@@ -62,13 +62,20 @@ def final_metrics(path: Path) -> dict:
     return dict(flat(json.loads(path.read_text())["val_metrics_fp16"]))
 
 
+def final_stage(name: str, assets: Path = ASSETS) -> str:
+    """The run name (``--out runs/NAME``) of a model's last recorded command: its shipped stage."""
+    argv = shlex.split(json.loads((assets / f"{name}.json").read_text())["commands"][-1])
+    out = argv[argv.index("--out") + 1]
+    if not out.startswith("runs/"):
+        raise ValueError(f"{name}: the last command writes outside runs/: {out!r}")
+    return out[len("runs/"):]
+
+
 def compare(out_dir: Path, assets: Path = ASSETS) -> list[dict]:
     """Per metric of each model: shipped, re-trained (the last stage's record) and difference."""
     rows = []
-    finals = {"shapes_clip": "stage4", "shapes_captioner": "captioner",
-              "shapes_generator": "generator2"}
-    for name, stage in finals.items():
-        again = out_dir / f"{stage}.json"
+    for name in MODELS:
+        again = out_dir / f"{final_stage(name, assets)}.json"
         if not again.exists():
             continue
         shipped = final_metrics(assets / f"{name}.json")
