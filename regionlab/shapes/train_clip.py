@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..explain.legrad import relevance_from_grad
 from ..explain.vit import embed_tokens, pooled_mean_embedding, run_blocks, trace_block
 from ..tasks.templates import IMAGENET, VILD
 from .model import CONFIG, build_model, tokenizer
@@ -207,8 +208,12 @@ def legrad_grid_maps(visual, x_in: torch.Tensor, queries: torch.Tensor, create_g
     f = F.normalize(pooled_mean_embedding(visual, tr.out), dim=-1)
     s = (f * queries).sum()
     (g,) = torch.autograd.grad(s, tr.attn, create_graph=create_graph)
-    _, h, n, _ = g.shape
-    r = g.clamp(min=0).sum(dim=(1, 2))[:, 1:] / (h * n)
+    return grid_maps_from_grad(g)
+
+
+def grid_maps_from_grad(grad_attn: torch.Tensor) -> torch.Tensor:
+    """(K, H, N, N) dS/dA -> (K, g*g) LeGrad relevance on the patch grid, min-max per row."""
+    r = relevance_from_grad(grad_attn)
     lo, hi = r.min(dim=1, keepdim=True).values, r.max(dim=1, keepdim=True).values
     return (r - lo) / (hi - lo + 1e-8)
 
@@ -275,7 +280,6 @@ def mi_unrolled(
     surrogate derivative of Adam's denominator."""
     tr = trace_block(visual.transformer.resblocks[-1], x_in, attn_requires_grad=True)
     f = F.normalize(pooled_mean_embedding(visual, tr.out), dim=-1)
-    _, h, n, _ = tr.attn.shape
     e = init.detach().clone().requires_grad_(True)
     m = torch.zeros_like(e)
     v = torch.zeros_like(e)
@@ -285,9 +289,7 @@ def mi_unrolled(
         (g,) = torch.autograd.grad(
             f, tr.attn, grad_outputs=F.normalize(e, dim=-1), create_graph=True
         )
-        r = g.clamp(min=0).sum(dim=(1, 2))[:, 1:] / (h * n)
-        lo, hi = r.min(dim=1, keepdim=True).values, r.max(dim=1, keepdim=True).values
-        maps = (r - lo) / (hi - lo + 1e-8)
+        maps = grid_maps_from_grad(g)
         (ge,) = torch.autograd.grad(soft_dice(maps, frac).mean(), e, create_graph=True)
         m = betas[0] * m + (1 - betas[0]) * ge
         v = betas[1] * v + (1 - betas[1]) * ge.detach() ** 2
@@ -336,42 +338,28 @@ def train_step(model, batch, tok, weights: dict, mi_steps: int = 0, mi_unroll: i
     # 4. LeGrad map of the true class prompt vs the object mask
     sel = batch.get("legrad_subset")
     sel = torch.arange(len(batch["obj_img"])) if sel is None else sel
-    maps = legrad_grid_maps(
-        visual, x_in[batch["obj_img"][sel]], class_txt[batch["obj_cls"][sel]].detach(), True
-    )
-    losses["legrad"] = soft_dice(maps, frac[sel]).mean()
+    # the objects of losses 4-6; each loss indexes the image tensors afresh, so that the
+    # backward (and the weights of the recorded recipes) stays bit-identical to earlier runs
+    obj_cls, obj_frac = batch["obj_cls"][sel], frac[sel]
+
+    def per_object(t: torch.Tensor) -> torch.Tensor:
+        return t[batch["obj_img"][sel]]
+
+    maps = legrad_grid_maps(visual, per_object(x_in), class_txt[obj_cls].detach(), True)
+    losses["legrad"] = soft_dice(maps, obj_frac).mean()
     if weights.get("contrast"):
         mi = None
         if mi_steps:
-            mi = mi_embeddings(
-                visual,
-                x_in[batch["obj_img"][sel]],
-                pooled[:nm][batch["obj_img"][sel]],
-                frac[sel],
-                mi_steps,
-            )
-            losses["mi_acc"] = (
-                ((mi @ class_txt.detach().T).argmax(-1) == batch["obj_cls"][sel]).float().mean()
-            )
+            mi = mi_embeddings(visual, per_object(x_in), per_object(pooled), obj_frac, mi_steps)
+            losses["mi_acc"] = ((mi @ class_txt.detach().T).argmax(-1) == obj_cls).float().mean()
         losses["contrast"] = contrast_loss(
-            visual,
-            x_in[batch["obj_img"][sel]],
-            class_txt,
-            batch["obj_cls"][sel],
-            frac[sel],
-            mi_emb=mi,
+            visual, per_object(x_in), class_txt, obj_cls, obj_frac, mi_emb=mi
         )
     if weights.get("mi"):
-        mi = mi_unrolled(
-            visual,
-            x_in[batch["obj_img"][sel]],
-            pooled[:nm][batch["obj_img"][sel]],
-            frac[sel],
-            mi_unroll,
-        )
+        mi = mi_unrolled(visual, per_object(x_in), per_object(pooled), obj_frac, mi_unroll)
         logits = scale * mi @ class_txt.T
-        losses["mi"] = F.cross_entropy(logits, batch["obj_cls"][sel])
-        losses["mi_unrolled_acc"] = (logits.argmax(-1) == batch["obj_cls"][sel]).float().mean()
+        losses["mi"] = F.cross_entropy(logits, obj_cls)
+        losses["mi_unrolled_acc"] = (logits.argmax(-1) == obj_cls).float().mean()
     losses["total"] = sum(weights[k] * v for k, v in losses.items() if k in weights)
     return losses
 
