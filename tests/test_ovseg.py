@@ -415,6 +415,8 @@ def test_miou_confusion():
     assert s["per_class_iou"] == {"a": round(1 / 3, 4), "b": 1.0}
     assert abs(s["miou"] - (1 / 3 + 1) / 2) < 1e-9
     assert s["pixel_accuracy"] == 0.75 and s["background_false_positive_rate"] == 1.0
+    # background pixels left out: a loses its FP -> 1/2; b stays 2/2
+    assert abs(s["miou_object_pixels"] - (1 / 2 + 1) / 2) < 1e-9
 
 
 def test_evaluate_folder_with_gt_proposals(tmp_path, rand_clip):

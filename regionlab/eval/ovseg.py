@@ -44,16 +44,30 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int,
     return np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
 
 
-def scores_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
-    """mIoU, per-class IoU, object pixel accuracy and the background false-positive rate."""
+def _class_iou(conf: np.ndarray) -> np.ndarray:
     tp = np.diag(conf).astype(np.float64)
     union = conf.sum(0) + conf.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)[1:]
+        return np.where(union > 0, tp / union, np.nan)[1:]
+
+
+def scores_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
+    """mIoU, per-class IoU, object pixel accuracy and the background false-positive rate.
+
+    ``miou_object_pixels``: the mIoU over ground-truth class pixels only (background pixels
+    left out), which separates how well regions are classified from how background is handled
+    (OVSeg has no background class: a proposal on background is labelled with some class)."""
+    tp = np.diag(conf).astype(np.float64)
+    iou = _class_iou(conf)
+    obj_conf = conf.copy()
+    obj_conf[0] = 0
+    iou_obj = _class_iou(obj_conf)
     obj = conf[1:].sum()
     bg = conf[0].sum()
     return {
         "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "miou_object_pixels": (float(np.nanmean(iou_obj)) if np.isfinite(iou_obj).any()
+                               else float("nan")),
         "pixel_accuracy": float(tp[1:].sum() / obj) if obj else float("nan"),
         "background_false_positive_rate": float(conf[0, 1:].sum() / bg) if bg else float("nan"),
         "classes_evaluated": int(np.isfinite(iou).sum()),
