@@ -45,10 +45,15 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int,
 
 
 def _class_iou(conf: np.ndarray) -> np.ndarray:
+    """IoU of classes 1..K (NaN where a class is in neither ground truth nor prediction)."""
     tp = np.diag(conf).astype(np.float64)
     union = conf.sum(0) + conf.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / union, np.nan)[1:]
+
+
+def _mean_iou(iou: np.ndarray) -> float:
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
 def scores_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
@@ -60,14 +65,12 @@ def scores_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
     tp = np.diag(conf).astype(np.float64)
     iou = _class_iou(conf)
     obj_conf = conf.copy()
-    obj_conf[0] = 0
-    iou_obj = _class_iou(obj_conf)
+    obj_conf[0] = 0  # ground-truth background rows left out
     obj = conf[1:].sum()
     bg = conf[0].sum()
     return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-        "miou_object_pixels": (float(np.nanmean(iou_obj)) if np.isfinite(iou_obj).any()
-                               else float("nan")),
+        "miou": _mean_iou(iou),
+        "miou_object_pixels": _mean_iou(_class_iou(obj_conf)),
         "pixel_accuracy": float(tp[1:].sum() / obj) if obj else float("nan"),
         "background_false_positive_rate": float(conf[0, 1:].sum() / bg) if bg else float("nan"),
         "classes_evaluated": int(np.isfinite(iou).sum()),

@@ -212,7 +212,10 @@ def legrad_grid_maps(visual, x_in: torch.Tensor, queries: torch.Tensor, create_g
 
 
 def grid_maps_from_grad(grad_attn: torch.Tensor) -> torch.Tensor:
-    """(K, H, N, N) dS/dA -> (K, g*g) LeGrad relevance on the patch grid, min-max per row."""
+    """(K, H, N, N) dS/dA -> (K, g*g) LeGrad relevance on the patch grid, min-max per row.
+
+    Not ``explain.legrad.minmax``: its epsilon (a clamp at 1e-12) differs from this ``+ 1e-8``,
+    and changing it would change the gradients, so the recorded stages would not replay."""
     r = relevance_from_grad(grad_attn)
     lo, hi = r.min(dim=1, keepdim=True).values, r.max(dim=1, keepdim=True).values
     return (r - lo) / (hi - lo + 1e-8)
