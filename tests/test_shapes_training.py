@@ -337,3 +337,68 @@ def test_recipe_compares_each_model_with_its_last_recorded_stage(tmp_path):
     rows = recipe.compare(tmp_path)
     assert {r["model"] for r in rows} == set(recipe.MODELS)
     assert all(r["difference"] == 0 for r in rows)
+
+
+def test_recipe_stage_records_follow_the_recorded_commands():
+    """Each recorded command has its stage record, whose ``init`` is that command's ``--init``."""
+    import shlex
+
+    from regionlab.shapes import recipe
+
+    for name in recipe.MODELS:
+        commands = json.loads((recipe.ASSETS / f"{name}.json").read_text())["commands"]
+        stages = recipe.stage_records(name)
+        assert list(stages) == [recipe.run_name(c) for c in commands]
+        for cmd, record in zip(commands, stages.values()):
+            argv = shlex.split(cmd)
+            init = argv[argv.index("--init") + 1] if "--init" in argv else None
+            if init is None:
+                assert not record.get("init"), (name, cmd)
+            else:
+                assert record["init"].startswith(init), (name, cmd, record["init"])
+            assert "val_metrics_fp16" in record
+
+
+def test_recipe_runs_in_sittings_resume_until_and_carry(tmp_path, capsys):
+    """A re-run split over sittings: ``--resume`` skips finished stages, ``--until`` stops after
+    one, ``--carry`` names the files the rest still needs (and fails when one is missing)."""
+    from regionlab.shapes import recipe
+
+    commands = recipe.recorded_commands()
+    assert recipe.carry(tmp_path, commands) == []
+    for run in ("stage1", "stage2", "stage3"):
+        (tmp_path / f"{run}.json").write_text("{}")
+    assert recipe.run_name(recipe.pending(tmp_path, commands)[0]) == "stage4"
+    # stage 4 continues from stage 3; generator1 embeds with the stage-2 CLIP
+    assert recipe.carry(tmp_path, commands) == ["stage2.safetensors", "stage3.safetensors"]
+    recipe.main(["--out-dir", str(tmp_path), "--resume", "--until", "stage5", "--dry-run"])
+    shown = capsys.readouterr().out.splitlines()
+    assert len(shown) == 2 and "--out " + str(tmp_path / "stage4") in shown[0]
+    assert str(tmp_path / "stage5") in shown[1]
+    with pytest.raises(SystemExit):
+        recipe.main(["--out-dir", str(tmp_path), "--carry"])
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recipe.main(["--out-dir", str(tmp_path), "--until", "stage99", "--dry-run"])
+    assert "no recorded command writes runs/stage99" in capsys.readouterr().err
+
+
+def test_recipe_compares_every_rerun_stage_with_its_record(tmp_path):
+    """``--compare`` matches re-run stages (val metrics and history) with their records and
+    reports differences."""
+    from regionlab.shapes import recipe
+
+    clip = recipe.stage_records("shapes_clip")["stage3"]
+    gen = recipe.stage_records("shapes_generator")["generator2"]
+    (tmp_path / "stage3.json").write_text(json.dumps(clip))
+    changed = json.loads(json.dumps(gen))
+    changed["history"][1]["loss"] += 0.5
+    (tmp_path / "generator2.json").write_text(json.dumps(changed))
+    rows = recipe.compare(tmp_path)
+    assert {(r["model"], r["run"]) for r in rows} == {
+        ("shapes_clip", "stage3"), ("shapes_generator", "generator2")}
+    assert any(r["metric"].startswith("history.") for r in rows if r["run"] == "stage3")
+    summary = {s["run"]: s for s in recipe.summarise(rows, tmp_path)}
+    assert summary["stage3"]["identical"] == summary["stage3"]["compared"] > 5
+    assert summary["generator2"]["compared"] - summary["generator2"]["identical"] == 1
+    assert summary["generator2"]["max_abs_difference"] == pytest.approx(0.5)

@@ -4,6 +4,11 @@
     python -m regionlab.shapes.recipe --out-dir runs/again # run them (hours on 2 CPU cores)
     python -m regionlab.shapes.recipe --compare runs/again # metrics: shipped vs re-trained
 
+A re-run can be split over several sittings: ``--resume`` skips every command whose record
+(``runs/NAME.json``) is already in ``--out-dir``, ``--until NAME`` stops after the command that
+writes ``runs/NAME``, and ``--carry`` lists the files of ``--out-dir`` that the commands still to
+run need (keep those, the rest can go).
+
 Each ``assets/models/shapes_*.json`` records its ``commands`` in order (the CLIP first: the
 captioner and the generator learn from its embeddings). Paths under ``runs/`` are moved to
 ``--out-dir``; a leading ``NAME=value`` sets an environment variable for that command (e.g.
@@ -51,39 +56,129 @@ def relocate(command: str, out_dir: Path) -> tuple[dict, list[str]]:
     return env, [sys.executable, *argv[1:]]
 
 
-def final_metrics(path: Path) -> dict:
-    """``val_metrics_fp16`` of a model record, flattened to ``{"a.b": number}``."""
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            elif isinstance(v, (int, float)) and k not in ("n", "steps", "guidance"):
-                yield f"{prefix}{k}", float(v)
-    return dict(flat(json.loads(path.read_text())["val_metrics_fp16"]))
+def _flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float)) and k not in ("n", "steps", "guidance"):
+            yield f"{prefix}{k}", float(v)
+
+
+def record_metrics(record: dict) -> dict:
+    """``val_metrics_fp16`` of a stage record, flattened to ``{"a.b": number}``."""
+    return dict(_flat(record["val_metrics_fp16"]))
+
+
+def history_metrics(record: dict) -> dict:
+    """The record's training history (losses, periodic val metrics) as ``{"history.STEP.k": x}``;
+    wall-clock seconds left out."""
+    out = {}
+    for entry in record.get("history", []):
+        rest = {k: v for k, v in entry.items() if k not in ("step", "seconds")}
+        out.update(_flat(rest, f"history.{entry['step']}."))
+    return out
+
+
+def _argv(command: str) -> list[str]:
+    return [t for t in shlex.split(command) if not (t.partition("=")[1] and
+                                                    t.partition("=")[0].isidentifier())]
+
+
+def run_name(command: str) -> str:
+    """The run a recorded command writes (``--out runs/NAME`` -> ``NAME``)."""
+    argv = _argv(command)
+    out = argv[argv.index("--out") + 1]
+    if not out.startswith("runs/"):
+        raise ValueError(f"the command writes outside runs/: {out!r}")
+    return out[len("runs/"):]
+
+
+def inputs(command: str) -> set[str]:
+    """Files under ``runs/`` a recorded command reads (``--init``, environment variables), as
+    paths relative to ``runs/``."""
+    out = set()
+    for tok in shlex.split(command):
+        value = tok.partition("=")[2] if tok.partition("=")[1] else tok
+        if value.startswith("runs/"):
+            out.add(value[len("runs/"):])
+    return out - {run_name(command)}
+
+
+def stage_records(name: str, assets: Path = ASSETS) -> dict[str, dict]:
+    """The recorded metrics of every stage of a bundled model, by run name in command order.
+
+    The CLIP keeps one key per stage (``stage1`` ...); the decoders nest the stage before
+    (``previous_stage``, the first one as ``stage1``) inside the record of the next.
+    """
+    record = json.loads((assets / f"{name}.json").read_text())
+    runs = [run_name(c) for c in record["commands"]]
+    if all(r in record for r in runs):
+        return {r: record[r] for r in runs}
+    chain, node = [], record
+    while isinstance(node, dict):
+        chain.append(node)
+        node = node.get("previous_stage") or node.get("stage1")
+    if len(chain) != len(runs):
+        raise ValueError(f"{name}: {len(runs)} commands but {len(chain)} stage records")
+    return dict(zip(runs, reversed(chain)))
 
 
 def final_stage(name: str, assets: Path = ASSETS) -> str:
     """The run name (``--out runs/NAME``) of a model's last recorded command: its shipped stage."""
-    argv = shlex.split(json.loads((assets / f"{name}.json").read_text())["commands"][-1])
-    out = argv[argv.index("--out") + 1]
-    if not out.startswith("runs/"):
-        raise ValueError(f"{name}: the last command writes outside runs/: {out!r}")
-    return out[len("runs/"):]
+    return run_name(json.loads((assets / f"{name}.json").read_text())["commands"][-1])
 
 
 def compare(out_dir: Path, assets: Path = ASSETS) -> list[dict]:
-    """Per metric of each model: shipped, re-trained (the last stage's record) and difference."""
+    """Per metric of every stage re-run in ``out_dir``: recorded, re-trained and difference.
+
+    Metrics are the stage's final val metrics and its history (losses and periodic val
+    metrics); only those present in both records are compared.
+    """
     rows = []
     for name in MODELS:
-        again = out_dir / f"{final_stage(name, assets)}.json"
-        if not again.exists():
-            continue
-        shipped = final_metrics(assets / f"{name}.json")
-        for k, v in final_metrics(again).items():
-            if k in shipped:
-                rows.append({"model": name, "metric": k, "shipped": shipped[k], "again": v,
-                             "difference": v - shipped[k]})
+        for run, recorded in stage_records(name, assets).items():
+            again = out_dir / f"{run}.json"
+            if not again.exists():
+                continue
+            again = json.loads(again.read_text())
+            for metrics in (record_metrics, history_metrics):
+                shipped, new = metrics(recorded), metrics(again)
+                rows += [{"model": name, "run": run, "metric": k, "shipped": shipped[k],
+                          "again": v, "difference": v - shipped[k]}
+                         for k, v in new.items() if k in shipped]
     return rows
+
+
+def summarise(rows: list[dict], out_dir: Path, assets: Path = ASSETS) -> list[dict]:
+    """Per re-run stage: how many metrics were compared, how many are identical, the largest
+    difference, and the recorded and re-run wall times."""
+    out = []
+    for name in MODELS:
+        for run, recorded in stage_records(name, assets).items():
+            mine = [r for r in rows if r["model"] == name and r["run"] == run]
+            if not mine:
+                continue
+            again = json.loads((out_dir / f"{run}.json").read_text())
+            out.append({
+                "model": name, "run": run, "compared": len(mine),
+                "identical": sum(r["difference"] == 0 for r in mine),
+                "max_abs_difference": max(abs(r["difference"]) for r in mine),
+                "wall_seconds": {"recorded": recorded.get("wall_seconds"),
+                                 "again": again.get("wall_seconds")},
+            })
+    return out
+
+
+def pending(out_dir: Path, commands: list[str]) -> list[str]:
+    """The commands whose record (``NAME.json``) is not yet in ``out_dir``."""
+    return [c for c in commands if not (out_dir / f"{run_name(c)}.json").exists()]
+
+
+def carry(out_dir: Path, commands: list[str]) -> list[str]:
+    """Files of ``out_dir`` that the pending commands read and do not write themselves."""
+    todo = pending(out_dir, commands)
+    made = {f"{run_name(c)}.safetensors" for c in todo}
+    return sorted(set().union(*map(inputs, todo)) - made) if todo else []
 
 
 def main(argv=None) -> None:
@@ -92,16 +187,37 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("runs/recipe"))
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--compare", type=Path, default=None, metavar="DIR",
-                   help="compare a finished re-run's metrics with the shipped ones")
+                   help="compare the re-run stages' metrics in DIR with the recorded ones")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the commands whose record is already in --out-dir")
+    p.add_argument("--until", default=None, metavar="NAME",
+                   help="stop after the command that writes runs/NAME")
+    p.add_argument("--carry", action="store_true",
+                   help="list the files of --out-dir that the commands still to run need")
     a = p.parse_args(argv)
     if a.compare:
         rows = compare(a.compare)
         if not rows:
-            p.error(f"no finished re-run records in {a.compare}")
-        print(json.dumps(rows, indent=2))
+            p.error(f"no re-run stage records in {a.compare}")
+        print(json.dumps({"stages": summarise(rows, a.compare), "rows": rows}, indent=2))
         return
+    commands = recorded_commands()
+    if a.carry:
+        missing = [f for f in carry(a.out_dir, commands) if not (a.out_dir / f).exists()]
+        print("\n".join(str(a.out_dir / f) for f in carry(a.out_dir, commands)))
+        if missing:
+            p.error(f"needed but missing from {a.out_dir}: {', '.join(missing)}")
+        return
+    runs = [run_name(c) for c in commands]
+    if a.until is not None and a.until not in runs:
+        p.error(f"--until: no recorded command writes runs/{a.until}; they write "
+                f"{', '.join(runs)}")
+    if a.until is not None:
+        commands = commands[: runs.index(a.until) + 1]
+    if a.resume:
+        commands = pending(a.out_dir, commands)
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    for cmd in recorded_commands():
+    for cmd in commands:
         env, args = relocate(cmd, a.out_dir)
         shown = " ".join([*(f"{k}={v}" for k, v in env.items()), *map(shlex.quote, args)])
         print(shown, flush=True)
