@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from regionlab.shapes import train_clip
@@ -41,6 +42,9 @@ def test_clip_training_is_deterministic_by_seed(tmp_path):
     assert any(not (a[k] == c[k]).all() for k in a)
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["seed"] == 0 and record["steps"] == 2
+    env = record["environment"]  # what the floating-point results depend on
+    assert env["torch"] == torch.__version__ and env["threads"] == 1
+    assert env["pillow"] and env["numpy"] and env["cpu"] and env["cpu_capability"]
     assert set(record["val_metrics_fp16"]) == {
         "zero_shot",
         "masked_crop",
@@ -148,6 +152,7 @@ def test_generator_fine_tunes_from_init(tmp_path):
     assert all((a[k] == b[k]).all() for k in a)
     record = json.loads((tmp_path / "b.json").read_text())
     assert record["channels"] == [32, 64] and record["init"].endswith("a.safetensors")
+    assert record["environment"]["threads"] == 1
 
 
 def test_recipe_relocates_runs_paths_and_environment(tmp_path):

@@ -142,10 +142,10 @@ def compare(out_dir: Path, assets: Path = ASSETS) -> list[dict]:
                 continue
             again = json.loads(again.read_text())
             for metrics in (record_metrics, history_metrics):
-                shipped, new = metrics(recorded), metrics(again)
-                rows += [{"model": name, "run": run, "metric": k, "shipped": shipped[k],
-                          "again": v, "difference": v - shipped[k]}
-                         for k, v in new.items() if k in shipped]
+                old, new = metrics(recorded), metrics(again)
+                rows += [{"model": name, "run": run, "metric": k, "recorded": old[k],
+                          "again": v, "difference": v - old[k]}
+                         for k, v in new.items() if k in old]
     return rows
 
 

@@ -35,6 +35,7 @@ from ..models.captioner import (
     save_prefix_captioner,
 )
 from .decoder_data import embed, file_digest, maskinversion_views, object_views
+from .provenance import environment
 from .scenes import article
 from .vocab import CLASSES, COLOUR_NAMES, SHAPES
 
@@ -190,7 +191,8 @@ def main(argv=None) -> None:
     metrics = evaluate(cap, emb_val, labels_val, kinds_val)
     record = {**meta, "val_metrics_fp16": metrics, "history": history,
               "params": sum(p_.numel() for p_ in model.parameters()),
-              "file_bytes": path.stat().st_size, "torch": torch.__version__}
+              "file_bytes": path.stat().st_size, "torch": torch.__version__,
+              "environment": environment(a.threads)}
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print("final", json.dumps(metrics), flush=True)
 

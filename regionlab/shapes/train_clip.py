@@ -50,6 +50,7 @@ from ..explain.legrad import relevance_from_grad
 from ..explain.vit import embed_tokens, pooled_mean_embedding, run_blocks, trace_block
 from ..tasks.templates import IMAGENET, VILD
 from .model import CONFIG, build_model, tokenizer
+from .provenance import environment
 from .scenes import RenderOptions, article, render_scene
 from .vocab import CLASSES, SHAPES
 
@@ -613,7 +614,8 @@ def main(argv=None) -> None:
         {k: v.float() for k, v in load_file(str(a.out.with_suffix(".safetensors"))).items()}
     )
     final = evaluate(model, a.eval_n)
-    record = {**meta, "val_metrics_fp16": final, "history": history, "torch": torch.__version__}
+    record = {**meta, "val_metrics_fp16": final, "history": history, "torch": torch.__version__,
+              "environment": environment(a.threads)}
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print("final", final, flush=True)
 

@@ -40,6 +40,7 @@ from ..models.generator import (
     training_scheduler,
 )
 from .decoder_data import classify, embed, file_digest, object_views
+from .provenance import environment
 from .vocab import CLASSES
 
 MIN_SCALE = 0.15  # smallest object radius (fraction of the image side) of the training scenes
@@ -190,7 +191,8 @@ def main(argv=None) -> None:
                for g in (1.0, 2.0, 4.0)}
     record = {**meta, "val_metrics_fp16": metrics, "eval_seconds": round(time.time() - t_eval, 1),
               "history": history, "params": sum(p_.numel() for p_ in model.parameters()),
-              "file_bytes": path.stat().st_size, "torch": torch.__version__}
+              "file_bytes": path.stat().st_size, "torch": torch.__version__,
+              "environment": environment(a.threads)}
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print("final", json.dumps(metrics), flush=True)
 
