@@ -37,23 +37,29 @@ def recorded_commands(assets: Path = ASSETS) -> list[str]:
     return out
 
 
+def split(command: str) -> tuple[dict, list[str]]:
+    """(leading ``NAME=value`` environment variables, argv) of a recorded command."""
+    env, argv = {}, []
+    for tok in shlex.split(command):
+        name, eq, value = tok.partition("=")
+        if not argv and eq and name.isidentifier():
+            env[name] = value
+        else:
+            argv.append(tok)
+    return env, argv
+
+
 def relocate(command: str, out_dir: Path) -> tuple[dict, list[str]]:
     """(environment additions, argv) with ``runs/`` paths moved under ``out_dir``."""
 
     def moved(value: str) -> str:
         return str(out_dir / value[len("runs/"):]) if value.startswith("runs/") else value
 
-    env, argv = {}, []
-    for tok in shlex.split(command):
-        name, eq, value = tok.partition("=")
-        if not argv and eq and name.isidentifier():
-            env[name] = moved(value)
-        else:
-            argv.append(moved(tok))
+    env, argv = split(command)
     if argv[:2] != ["python", "-m"] or len(argv) < 3 or not argv[2].startswith(
             "regionlab.shapes.train_"):
         raise ValueError(f"not a RegionLab training command: {command!r}")
-    return env, [sys.executable, *argv[1:]]
+    return {k: moved(v) for k, v in env.items()}, [sys.executable, *map(moved, argv[1:])]
 
 
 def _flat(d: dict, prefix: str = ""):
@@ -79,14 +85,9 @@ def history_metrics(record: dict) -> dict:
     return out
 
 
-def _argv(command: str) -> list[str]:
-    return [t for t in shlex.split(command) if not (t.partition("=")[1] and
-                                                    t.partition("=")[0].isidentifier())]
-
-
 def run_name(command: str) -> str:
     """The run a recorded command writes (``--out runs/NAME`` -> ``NAME``)."""
-    argv = _argv(command)
+    argv = split(command)[1]
     out = argv[argv.index("--out") + 1]
     if not out.startswith("runs/"):
         raise ValueError(f"the command writes outside runs/: {out!r}")
@@ -96,12 +97,9 @@ def run_name(command: str) -> str:
 def inputs(command: str) -> set[str]:
     """Files under ``runs/`` a recorded command reads (``--init``, environment variables), as
     paths relative to ``runs/``."""
-    out = set()
-    for tok in shlex.split(command):
-        value = tok.partition("=")[2] if tok.partition("=")[1] else tok
-        if value.startswith("runs/"):
-            out.add(value[len("runs/"):])
-    return out - {run_name(command)}
+    env, argv = split(command)
+    read = {v[len("runs/"):] for v in [*env.values(), *argv] if v.startswith("runs/")}
+    return read - {run_name(command)}
 
 
 def stage_records(name: str, assets: Path = ASSETS) -> dict[str, dict]:
@@ -203,16 +201,17 @@ def main(argv=None) -> None:
         return
     commands = recorded_commands()
     if a.carry:
-        missing = [f for f in carry(a.out_dir, commands) if not (a.out_dir / f).exists()]
-        print("\n".join(str(a.out_dir / f) for f in carry(a.out_dir, commands)))
+        needed = carry(a.out_dir, commands)
+        missing = [f for f in needed if not (a.out_dir / f).exists()]
+        print("\n".join(str(a.out_dir / f) for f in needed))
         if missing:
             p.error(f"needed but missing from {a.out_dir}: {', '.join(missing)}")
         return
-    runs = [run_name(c) for c in commands]
-    if a.until is not None and a.until not in runs:
-        p.error(f"--until: no recorded command writes runs/{a.until}; they write "
-                f"{', '.join(runs)}")
     if a.until is not None:
+        runs = [run_name(c) for c in commands]
+        if a.until not in runs:
+            p.error(f"--until: no recorded command writes runs/{a.until}; they write "
+                    f"{', '.join(runs)}")
         commands = commands[: runs.index(a.until) + 1]
     if a.resume:
         commands = pending(a.out_dir, commands)
