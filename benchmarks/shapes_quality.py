@@ -3,9 +3,11 @@
     python benchmarks/shapes_quality.py [--scenes 150] [--model shapes-clip]
     python benchmarks/shapes_quality.py --tune      # MaskInversion grid on the VAL split
     python benchmarks/shapes_quality.py --split val  # for choosing among trained checkpoints
+    REGIONLAB_SHAPES_CLIP=runs/x.safetensors python benchmarks/shapes_quality.py --out x.json
 
 Held-out TEST-split scenes (the training script only sees the train split). Prints and writes
-benchmarks/results/shapes_quality.json (or shapes_mi_tuning.json with --tune).
+benchmarks/results/shapes_quality.json (shapes_quality_val.json with --split val,
+shapes_mi_tuning.json with --tune), or the file given by --out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from regionlab.eval import shapes_regions as ev
 from regionlab.models import load_clip
+from regionlab.models.registry import get_spec
 
 ROOT = Path(__file__).resolve().parent
 
@@ -47,6 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: for choosing checkpoints (written to shapes_quality_val.json)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None,
+                   help="write here instead (e.g. for weights chosen by REGIONLAB_SHAPES_CLIP)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     clip = load_clip(a.model)
@@ -55,7 +60,8 @@ def main(argv=None) -> None:
         out = ROOT / "results" / "shapes_mi_tuning.json"
     else:
         t0 = time.perf_counter()
-        res = {"model": a.model, "split": a.split, "defaults": clip.defaults}
+        res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,
+               "defaults": clip.defaults}
         res.update(ev.zero_shot(clip, a.single, split=a.split))
         res["zero_shot_vild"] = ev.zero_shot(clip, a.single, split=a.split,
                                              templates="vild")["zero_shot"]
@@ -66,6 +72,7 @@ def main(argv=None) -> None:
         res["seconds"] = round(time.perf_counter() - t0, 1)
         suffix = "" if a.split == "test" else "_val"
         out = ROOT / "results" / f"shapes_quality{suffix}.json"
+    out = a.out or out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
