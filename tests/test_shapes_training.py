@@ -386,6 +386,19 @@ def test_recipe_runs_in_sittings_resume_until_and_carry(tmp_path, capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--out-dir", str(tmp_path), "--until", "stage99", "--dry-run"])
     assert "no recorded command writes runs/stage99" in capsys.readouterr().err
+    # --only runs a later decoder stage early once its inputs are there, and nothing else
+    with pytest.raises(SystemExit):
+        recipe.main(["--out-dir", str(tmp_path), "--only", "captioner", "--dry-run"])
+    assert "runs/captioner needs stage4.safetensors" in capsys.readouterr().err
+    (tmp_path / "stage4.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        recipe.main(["--out-dir", str(tmp_path), "--only", "captioner,captioner2", "--dry-run"])
+    assert "captioner2 needs stage6.safetensors in" in capsys.readouterr().err
+    (tmp_path / "stage6.safetensors").write_bytes(b"")
+    recipe.main(["--out-dir", str(tmp_path), "--only", "captioner2,captioner", "--dry-run"])
+    shown = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in shown] == [str(tmp_path / "captioner"),
+                                                    str(tmp_path / "captioner2")]
 
 
 def test_recipe_compares_every_rerun_stage_with_its_record(tmp_path):

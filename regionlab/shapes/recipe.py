@@ -6,7 +6,8 @@
 
 A re-run can be split over several sittings: ``--resume`` skips every command whose record
 (``runs/NAME.json``) is already in ``--out-dir``, ``--until NAME`` stops after the command that
-writes ``runs/NAME``, and ``--carry`` lists the files of ``--out-dir`` that the commands still to
+writes ``runs/NAME``, ``--only NAME[,NAME]`` runs just those commands (e.g. a decoder stage whose
+CLIP is ready while an earlier CLIP stage is not), and ``--carry`` lists the files of ``--out-dir`` that the commands still to
 run need (keep those, the rest can go).
 
 Each ``assets/models/shapes_*.json`` records its ``commands`` in order (the CLIP first: the
@@ -190,6 +191,9 @@ def main(argv=None) -> None:
                    help="skip the commands whose record is already in --out-dir")
     p.add_argument("--until", default=None, metavar="NAME",
                    help="stop after the command that writes runs/NAME")
+    p.add_argument("--only", default=None, metavar="NAME[,NAME]",
+                   help="run just the commands that write these runs/NAME (their inputs must "
+                        "be in --out-dir or be written by an earlier one of them)")
     p.add_argument("--carry", action="store_true",
                    help="list the files of --out-dir that the commands still to run need")
     a = p.parse_args(argv)
@@ -207,12 +211,20 @@ def main(argv=None) -> None:
         if missing:
             p.error(f"needed but missing from {a.out_dir}: {', '.join(missing)}")
         return
+    runs = [run_name(c) for c in commands]
+    for name in [a.until, *(a.only.split(",") if a.only else [])]:
+        if name is not None and name not in runs:
+            p.error(f"no recorded command writes runs/{name}; they write {', '.join(runs)}")
     if a.until is not None:
-        runs = [run_name(c) for c in commands]
-        if a.until not in runs:
-            p.error(f"--until: no recorded command writes runs/{a.until}; they write "
-                    f"{', '.join(runs)}")
         commands = commands[: runs.index(a.until) + 1]
+    if a.only:
+        commands = [c for c in commands if run_name(c) in a.only.split(",")]
+        made = set()
+        for c in commands:
+            missing = sorted(f for f in inputs(c) - made if not (a.out_dir / f).exists())
+            if missing:
+                p.error(f"--only: runs/{run_name(c)} needs {', '.join(missing)} in {a.out_dir}")
+            made.add(f"{run_name(c)}.safetensors")
     if a.resume:
         commands = pending(a.out_dir, commands)
     a.out_dir.mkdir(parents=True, exist_ok=True)
