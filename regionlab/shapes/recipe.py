@@ -7,8 +7,8 @@
 A re-run can be split over several sittings: ``--resume`` skips every command whose record
 (``runs/NAME.json``) is already in ``--out-dir``, ``--until NAME`` stops after the command that
 writes ``runs/NAME``, ``--only NAME[,NAME]`` runs just those commands (e.g. a decoder stage whose
-CLIP is ready while an earlier CLIP stage is not), and ``--carry`` lists the files of ``--out-dir`` that the commands still to
-run need (keep those, the rest can go).
+CLIP is ready while an earlier CLIP stage is not), and ``--carry`` lists the files of
+``--out-dir`` that the commands still to run need (keep those, the rest can go).
 
 Each ``assets/models/shapes_*.json`` records its ``commands`` in order (the CLIP first: the
 captioner and the generator learn from its embeddings). Paths under ``runs/`` are moved to
