@@ -212,13 +212,14 @@ def main(argv=None) -> None:
             p.error(f"needed but missing from {a.out_dir}: {', '.join(missing)}")
         return
     runs = [run_name(c) for c in commands]
-    for name in [a.until, *(a.only.split(",") if a.only else [])]:
-        if name is not None and name not in runs:
+    only = a.only.split(",") if a.only else []
+    for name in [*([a.until] if a.until is not None else []), *only]:
+        if name not in runs:
             p.error(f"no recorded command writes runs/{name}; they write {', '.join(runs)}")
     if a.until is not None:
         commands = commands[: runs.index(a.until) + 1]
-    if a.only:
-        commands = [c for c in commands if run_name(c) in a.only.split(",")]
+    if only:
+        commands = [c for c in commands if run_name(c) in only]
         made = set()
         for c in commands:
             missing = sorted(f for f in inputs(c) - made if not (a.out_dir / f).exists())
