@@ -3,6 +3,7 @@
     python -m regionlab.shapes.recipe --dry-run            # print the commands
     python -m regionlab.shapes.recipe --out-dir runs/again # run them (hours on 2 CPU cores)
     python -m regionlab.shapes.recipe --compare runs/again # metrics: shipped vs re-trained
+    python -m regionlab.shapes.recipe --check FILE         # test split: within tolerance?
 
 A re-run can be split over several sittings: ``--resume`` skips every command whose record
 (``runs/NAME.json``) is already in ``--out-dir``, ``--until NAME`` stops after the command that
@@ -26,7 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from regionlab.shapes import tolerance
+
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
+SHIPPED_QUALITY = ASSETS.parents[1] / "benchmarks" / "results" / "shapes_quality.json"
 MODELS = ("shapes_clip", "shapes_captioner", "shapes_generator")
 
 
@@ -196,7 +200,27 @@ def main(argv=None) -> None:
                         "be in --out-dir or be written by an earlier one of them)")
     p.add_argument("--carry", action="store_true",
                    help="list the files of --out-dir that the commands still to run need")
+    p.add_argument("--check", type=Path, default=None, metavar="FILE",
+                   help="test-split shapes_quality result of the re-trained CLIP: does it meet "
+                        "the targets and the tolerance? (exit status 1 if not)")
+    p.add_argument("--shipped", type=Path, default=SHIPPED_QUALITY, metavar="FILE",
+                   help="the shipped CLIP's result for --check")
     a = p.parse_args(argv)
+    if a.check:
+        results = []
+        for f in (a.shipped, a.check):
+            try:
+                results.append(json.loads(f.read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                p.error(f"--check: cannot read {f}: {e}")
+        try:
+            rows = tolerance.check(*results)
+        except (KeyError, ValueError) as e:
+            p.error(f"--check: {e}")
+        ok = tolerance.passes(rows)
+        print(json.dumps({"shipped": str(a.shipped), "again": str(a.check), "passes": ok,
+                          "rows": rows}, indent=2))
+        sys.exit(0 if ok else 1)
     if a.compare:
         rows = compare(a.compare)
         if not rows:
