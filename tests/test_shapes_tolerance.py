@@ -8,8 +8,8 @@ import pytest
 from regionlab.shapes import recipe, tolerance
 
 
-def result(zs=0.975, shifted=0.907, crops=0.998, dice=0.457, top1=0.918, mi=0.800, split="test"):
-    return {"split": split, "zero_shot": zs, "zero_shot_shifted": shifted, "masked_crop": crops,
+def result(zs=0.975, shifted=0.907, crops=0.998, dice=0.457, top1=0.918, mi=0.800, split="test", n=451):
+    return {"split": split, "n_masks": n, "zero_shot": zs, "zero_shot_shifted": shifted, "masked_crop": crops,
             "legrad": {"legrad_dice": dice, "map_top1": top1},
             "region_acc": {"maskinversion": {"acc1": mi}}}
 
@@ -39,6 +39,8 @@ def test_below_target_fails_even_within_tolerance():
 def test_val_split_and_missing_metric_are_refused():
     with pytest.raises(ValueError, match="split 'val'"):
         tolerance.check(result(), result(split="val"))
+    with pytest.raises(ValueError, match="different scenes"):
+        tolerance.check(result(), result(n=1350))
     broken = copy.deepcopy(result())
     del broken["legrad"]["map_top1"]
     with pytest.raises(KeyError, match="map_top1"):
