@@ -3,6 +3,7 @@
     python benchmarks/shapes_quality.py [--scenes 150] [--model shapes-clip]
     python benchmarks/shapes_quality.py --tune      # MaskInversion grid on the VAL split
     python benchmarks/shapes_quality.py --split val  # for choosing among trained checkpoints
+    python benchmarks/shapes_quality.py --scenes 450 --first 600  # a fresh test sample
     REGIONLAB_SHAPES_CLIP=runs/x.safetensors python benchmarks/shapes_quality.py --out x.json
 
 Held-out TEST-split scenes (the training script only sees the train split). Prints and writes
@@ -49,6 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--tune", action="store_true")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: for choosing checkpoints (written to shapes_quality_val.json)")
+    p.add_argument("--first", type=int, default=0,
+                   help="start at scene FIRST of each set (a sample no earlier result used)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None,
                    help="write here instead (e.g. for weights chosen by REGIONLAB_SHAPES_CLIP)")
@@ -61,11 +64,11 @@ def main(argv=None) -> None:
     else:
         t0 = time.perf_counter()
         res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,
-               "defaults": clip.defaults}
-        res.update(ev.zero_shot(clip, a.single, split=a.split))
-        res["zero_shot_vild"] = ev.zero_shot(clip, a.single, split=a.split,
-                                             templates="vild")["zero_shot"]
-        sc = ev.multi_scenes(a.scenes, split=a.split)
+               "defaults": clip.defaults, "first": a.first}
+        res.update(ev.zero_shot(clip, a.single, split=a.split, first=a.first))
+        res["zero_shot_vild"] = ev.zero_shot(clip, a.single, split=a.split, templates="vild",
+                                             first=a.first)["zero_shot"]
+        sc = ev.multi_scenes(a.scenes, split=a.split, first=a.first)
         res.update(ev.masked_crops(clip, sc))
         res["legrad"] = ev.legrad_localisation(clip, sc)
         res["region_acc"] = ev.region_accuracy(clip, sc)

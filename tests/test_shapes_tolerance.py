@@ -41,6 +41,8 @@ def test_val_split_and_missing_metric_are_refused():
         tolerance.check(result(), result(split="val"))
     with pytest.raises(ValueError, match="different scenes"):
         tolerance.check(result(), result(n=1350))
+    with pytest.raises(ValueError, match="same --first"):
+        tolerance.check(result(), {**result(), "first": 600})
     broken = copy.deepcopy(result())
     del broken["legrad"]["map_top1"]
     with pytest.raises(KeyError, match="map_top1"):
@@ -61,3 +63,11 @@ def test_cli_exit_status_and_output(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         recipe.main(["--check", str(tmp_path / "absent.json"), "--shipped", str(shipped)])
     assert e.value.code == 2 and "cannot read" in capsys.readouterr().err
+
+
+def test_first_gives_later_scenes_of_the_same_sample():
+    from regionlab.eval import shapes_regions as ev
+
+    head, tail = ev.multi_scenes(3), ev.multi_scenes(2, first=1)
+    assert all((a.image == b.image).all() for a, b in zip(head[1:], tail))
+    assert not (head[0].image == tail[0].image).all()

@@ -35,6 +35,9 @@ def check(shipped: dict, again: dict) -> list[dict]:
     for name, result in (("shipped", shipped), ("re-run", again)):
         if result.get("split") != "test":
             raise ValueError(f"the {name} result is on split {result.get('split')!r}, not 'test'")
+    if shipped.get("first", 0) != again.get("first", 0):
+        raise ValueError(f"measured on different scenes: from scene {shipped.get('first', 0)} "
+                         f"(shipped) and {again.get('first', 0)} (re-run); use the same --first")
     if shipped.get("n_masks") != again.get("n_masks"):
         raise ValueError(f"measured on different scenes: {shipped.get('n_masks')} shipped masks, "
                          f"{again.get('n_masks')} re-run masks (use the same --scenes)")
