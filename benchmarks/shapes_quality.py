@@ -56,6 +56,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="write here instead (e.g. for weights chosen by REGIONLAB_SHAPES_CLIP)")
     a = p.parse_args(argv)
+    if a.first < 0 or a.scenes < 1 or a.single < 1:
+        p.error("--first must be >= 0 and --scenes, --single >= 1")
     torch.set_num_threads(a.threads)
     clip = load_clip(a.model)
     if a.tune:
