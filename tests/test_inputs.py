@@ -168,8 +168,12 @@ def test_mask_resize_keeps_shape_and_binary(h, w, scale, seed):
         assert not out.any()
 
 
+# Image sides >= 8: rounding a scaled mask to whole pixels moves the image's aspect ratio by at
+# most (1 + 0.5/8) / (1 - 0.5/8) = 1.13, well inside the 1.5 below. On tinier images half a
+# pixel allows more (a 8x5 mask does scale to 2x2 within rounding), so those are not "clearly"
+# another shape.
 @settings(max_examples=60, deadline=None)
-@given(h=st.integers(2, 60), w=st.integers(2, 60), th=st.integers(2, 60), tw=st.integers(2, 60))
+@given(h=st.integers(2, 60), w=st.integers(2, 60), th=st.integers(8, 60), tw=st.integers(8, 60))
 def test_mask_of_another_aspect_ratio_is_refused(h, w, th, tw):
     ratio = (h / w) / (th / tw)
     m = np.ones((h, w), bool)
