@@ -8,8 +8,10 @@ import pytest
 from regionlab.shapes import recipe, tolerance
 
 
-def result(zs=0.975, shifted=0.907, crops=0.998, dice=0.457, top1=0.918, mi=0.800, split="test", n=451):
-    return {"split": split, "n_masks": n, "zero_shot": zs, "zero_shot_shifted": shifted, "masked_crop": crops,
+def result(zs=0.975, shifted=0.907, crops=0.998, dice=0.457, top1=0.918, mi=0.800, split="test",
+           n=451):
+    return {"split": split, "n_masks": n, "zero_shot": zs, "zero_shot_shifted": shifted,
+            "masked_crop": crops,
             "legrad": {"legrad_dice": dice, "map_top1": top1},
             "region_acc": {"maskinversion": {"acc1": mi}}}
 

@@ -67,17 +67,9 @@ def relocate(command: str, out_dir: Path) -> tuple[dict, list[str]]:
     return {k: moved(v) for k, v in env.items()}, [sys.executable, *map(moved, argv[1:])]
 
 
-def _flat(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        elif isinstance(v, (int, float)) and k not in ("n", "steps", "guidance"):
-            yield f"{prefix}{k}", float(v)
-
-
 def record_metrics(record: dict) -> dict:
     """``val_metrics_fp16`` of a stage record, flattened to ``{"a.b": number}``."""
-    return dict(_flat(record["val_metrics_fp16"]))
+    return dict(tolerance.flat_metrics(record["val_metrics_fp16"]))
 
 
 def history_metrics(record: dict) -> dict:
@@ -86,7 +78,7 @@ def history_metrics(record: dict) -> dict:
     out = {}
     for entry in record.get("history", []):
         rest = {k: v for k, v in entry.items() if k not in ("step", "seconds")}
-        out.update(_flat(rest, f"history.{entry['step']}."))
+        out.update(tolerance.flat_metrics(rest, f"history.{entry['step']}."))
     return out
 
 

@@ -20,14 +20,13 @@ CRITERIA: dict[str, tuple[float | None, float]] = {
 }
 
 
-def metric(result: dict, path: str) -> float:
-    """The value at a dotted ``path`` of a shapes_quality result."""
-    value = result
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise KeyError(f"shapes_quality result has no {path!r} (missing {key!r})")
-        value = value[key]
-    return float(value)
+def flat_metrics(d: dict, prefix: str = ""):
+    """``(dotted.path, value)`` for every number of a nested result (counts excluded)."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from flat_metrics(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float)) and k not in ("n", "steps", "guidance"):
+            yield f"{prefix}{k}", float(v)
 
 
 def check(shipped: dict, again: dict) -> list[dict]:
@@ -35,15 +34,17 @@ def check(shipped: dict, again: dict) -> list[dict]:
     for name, result in (("shipped", shipped), ("re-run", again)):
         if result.get("split") != "test":
             raise ValueError(f"the {name} result is on split {result.get('split')!r}, not 'test'")
-    if shipped.get("first", 0) != again.get("first", 0):
-        raise ValueError(f"measured on different scenes: from scene {shipped.get('first', 0)} "
-                         f"(shipped) and {again.get('first', 0)} (re-run); use the same --first")
-    if shipped.get("n_masks") != again.get("n_masks"):
-        raise ValueError(f"measured on different scenes: {shipped.get('n_masks')} shipped masks, "
-                         f"{again.get('n_masks')} re-run masks (use the same --scenes)")
+    samples = [(r.get("first", 0), r.get("n_masks")) for r in (shipped, again)]
+    if samples[0] != samples[1]:
+        raise ValueError("measured on different scenes: from scene {} with {} masks (shipped) and "
+                         "from scene {} with {} masks (re-run); use the same --first and "
+                         "--scenes".format(*samples[0], *samples[1]))
+    flat = [dict(flat_metrics(r)) for r in (shipped, again)]
     rows = []
     for path, (target, allowed) in CRITERIA.items():
-        s, a = metric(shipped, path), metric(again, path)
+        s, a = (f.get(path) for f in flat)
+        if s is None or a is None:
+            raise KeyError(f"the {'shipped' if s is None else 're-run'} result has no {path!r}")
         rows.append({
             "metric": path, "shipped": s, "again": a, "difference": a - s,
             "allowed": allowed, "target": target,
