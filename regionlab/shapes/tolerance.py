@@ -2,7 +2,8 @@
 
 Both inputs are results of ``benchmarks/shapes_quality.py`` on the test split: the shipped
 weights' (``benchmarks/results/shapes_quality.json``) and the re-trained ones'
-(``REGIONLAB_SHAPES_CLIP=DIR/stage8.safetensors python benchmarks/shapes_quality.py --out FILE``).
+(``REGIONLAB_SHAPES_CLIP=DIR/stageN.safetensors python benchmarks/shapes_quality.py --out FILE``,
+N the last CLIP stage of the recipe).
 A re-run passes when every metric meets the issue's target and lies within its tolerance of the
 shipped value (fixed on 2026-12-03 from the drift of re-run stages 1-5, before stages 6-8 ran).
 """
