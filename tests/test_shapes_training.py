@@ -288,7 +288,7 @@ def test_correct_maskinversion_embeddings_are_not_contrast_negatives():
 def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
     """The mi loss's unrolled MaskInversion ends where the AdamW one does, and its gradient
     reaches the model: a step along it raises the loss on the same objects more than the same
-    step against it, at every step size tried."""
+    step against it, at every step size tried, and some step against it lowers the loss."""
     import torch
     import torch.nn.functional as F
 
@@ -324,6 +324,7 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
     # 0.304 / 0.307, along it 0.324 / 0.334)
     orig = [p.detach().clone() for p in params]
     norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    against = []
     for eps in (1e-2, 3e-3, 1e-3, 3e-4):
         after = {}
         for sign in (-1.0, 1.0):
@@ -332,6 +333,9 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
                     p.copy_(o + sign * eps * g / norm)
             after[sign] = float(loss().detach())
         assert after[1.0] > after[-1.0], (eps, after)
+        against.append(after[-1.0])
+    # and some of these steps against it lower the loss (3e-3 and 3e-4 do on stage-9 weights)
+    assert min(against) < float(before.detach()), against
 
 
 def test_recipe_compares_each_model_with_its_last_recorded_stage(tmp_path):

@@ -21,7 +21,7 @@ import torch
 
 from ..explain.legrad import legrad_maps, resize_maps
 from ..region.baselines import METHODS, region_embeddings
-from ..shapes.scenes import RenderOptions, render_scene, split_seed
+from ..shapes.scenes import RenderOptions, generate_scenes
 from ..shapes.vocab import CLASSES
 from ..tasks.retrieval import class_text_embeddings
 
@@ -46,20 +46,15 @@ def _acc(clip, images, labels, text) -> float:
     return float(np.mean([CLASSES[p] == lab for p, lab in zip(pred, labels)]))
 
 
-def scenes(split: str, n: int, seed: int, options: RenderOptions, first: int = 0) -> list:
-    """Scenes ``first .. first + n - 1`` of a split (scene i does not depend on n)."""
-    return [render_scene(split_seed(split, i, seed), options) for i in range(first, first + n)]
-
-
 def zero_shot(clip, n: int = 300, split: str = "test", seed: int = 0, templates="single",
               first: int = 0) -> dict:
     text = class_text_embeddings(clip, list(CLASSES), templates)
-    single = scenes(split, n, seed, RenderOptions(min_objects=1, max_objects=1), first)
+    single = generate_scenes(split, n, seed, RenderOptions(min_objects=1, max_objects=1), first)
     out = {"zero_shot": _acc(clip, [s.image for s in single], [s.objects[0].label for s in single],
                              text)}
     per = []
     for k, opt in enumerate(SHIFTED):
-        sc = scenes(split, n // len(SHIFTED) + 1, seed + 100 + k, opt, first)
+        sc = generate_scenes(split, n // len(SHIFTED) + 1, seed + 100 + k, opt, first)
         per.append(_acc(clip, [s.image for s in sc], [s.objects[0].label for s in sc], text))
     out["zero_shot_shifted"] = float(np.mean(per))
     out["zero_shot_shifted_per_setting"] = per
@@ -67,7 +62,8 @@ def zero_shot(clip, n: int = 300, split: str = "test", seed: int = 0, templates=
 
 
 def multi_scenes(n: int, split: str = "test", seed: int = 0, first: int = 0) -> list:
-    return scenes(split, n, seed + 1000, RenderOptions(min_objects=2, max_objects=4), first)
+    return generate_scenes(split, n, seed + 1000, RenderOptions(min_objects=2, max_objects=4),
+                           first)
 
 
 def masked_crops(clip, sc: list, templates="single") -> dict:
