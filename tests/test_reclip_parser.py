@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from regionlab.errors import ModelUnavailableError
-from regionlab.tasks.reclip_parser import (
+from regionlab.tasks.reclip_parser import normalise_expression, parse_expression
+from regionlab.tasks.reclip_scoring import (
+    apply_relation,
+    apply_superlative,
+    between_tensor,
+    execute_tree,
+    relation_matrix,
+)
+from regionlab.tasks.reclip_tree import Relation, Superlative
+from regionlab.tasks.reclip_words import (
     ABOVE,
     BELOW,
     BIGGER,
@@ -18,15 +27,6 @@ from regionlab.tasks.reclip_parser import (
     REFERENCE_SUPERLATIVES,
     RIGHT,
     WITHIN,
-    Relation,
-    Superlative,
-    apply_relation,
-    apply_superlative,
-    between_tensor,
-    execute_tree,
-    normalise_expression,
-    parse_expression,
-    relation_matrix,
 )
 
 
