@@ -402,6 +402,37 @@ def make_segmenter(name: str | None = None, device=None) -> Segmenter:
     return seg
 
 
+def exclude_only(previous: np.ndarray, mask: np.ndarray,
+                 logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The result of an Exclude (negative) click on a region, clipped so that it never grows:
+    ``mask & previous``, and the low-res ``logits`` (to pass as ``prev_logits`` next) made
+    negative wherever the clipped mask is off, so the next click does not bring the cut-off
+    pixels back.
+
+    Segmenters re-predict the whole region for every click; with one more negative point the
+    classical engine's GrabCut refinement (seeded by the previous mask) sometimes grows it
+    (ShapesWorld scene 24's purple triangle 10731 -> 10900 px, the coffee photo's saucer
+    16045 -> 73642 px) and SAM may too. ``logits`` cover the image from its top-left corner
+    at a uniform scale (SAM: the padded square, classical: the working copy)."""
+    previous = np.asarray(previous, bool)
+    mask = np.asarray(mask, bool)
+    if previous.shape != mask.shape:
+        raise InputError(f"mask shapes differ: {mask.shape} vs the previous {previous.shape}")
+    out = mask & previous
+    if logits is None:
+        return out, None
+    lg = np.asarray(logits, np.float32)
+    h, w = out.shape
+    lh, lw = lg.shape[-2:]
+    s = max(lh, lw) / max(h, w)
+    ch, cw = min(lh, max(1, round(h * s))), min(lw, max(1, round(w * s)))
+    keep = np.zeros((lh, lw), bool)
+    keep[:ch, :cw] = cv2.resize(out.astype(np.float32), (cw, ch),
+                                interpolation=cv2.INTER_AREA) >= 0.5
+    cut = np.where(keep, lg, np.minimum(lg, -4.0))  # -4: the classical engine's 'outside'
+    return out, cut.astype(np.float32)
+
+
 def segment(image, points=None, box=None, *, segmenter: str | None = None,
             multimask: bool = False, device=None) -> SegmentResult:
     """One-shot segmentation (CLI, scripts): a fresh segmenter, one image, one prompt."""

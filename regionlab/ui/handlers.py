@@ -14,8 +14,9 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, ModelUnavailableError
 from ..inputs import load_image
+from ..segment.interactive import exclude_only
 from . import examples, service
 from .adapters import progress_fn, safe_vocab
 from .draw import (
@@ -143,9 +144,11 @@ def click_at(s: Session, x, y, mode: str, sam: str | None, options: AppOptions):
     key = (sam, s.image_name, image.shape)
     segmenter = s.segmenter if s.segmenter_key == key else None
     t0 = time.perf_counter()
+    before = s.begin_click()
     if mode == BOX:
         if s.pending_corner is None:
             s.pending_corner = (x, y)
+            s.end_click(before)
             return region_view(s)
         (x0, y0), s.pending_corner = s.pending_corner, None
         box = (min(x0, x), min(y0, y), max(x0, x) + 1, max(y0, y) + 1)
@@ -169,11 +172,14 @@ def click_at(s: Session, x, y, mode: str, sam: str | None, options: AppOptions):
             out = service.segment(image, sam=sam, points=points, box=region.box,
                                   multimask=False, prev_logits=region.logits,
                                   segmenter=segmenter)
-            if not out.masks[0].any():
+            mask, logits = out.masks[0], out.logits
+            if not label:  # an Exclude click only removes pixels, never adds any
+                mask, logits = exclude_only(region.mask, mask, logits)
+            if not mask.any():
                 raise InputError("this click would leave the region empty; click elsewhere")
-            region.mask, region.points, region.logits = out.masks[0], points, out.logits
-            s.results.pop("invert", None)
-    if out.notice and s.segmenter_key != key:
+            s.update_region(s.active, mask, points, logits)
+    s.end_click(before)
+    if s.first_notice(out.notice):  # once per session, not per image
         gr.Info(out.notice)
     area = int(s.regions[s.active].mask.sum()) if s.active is not None else 0
     if 0 < area < 0.001 * h * w:
@@ -182,6 +188,13 @@ def click_at(s: Session, x, y, mode: str, sam: str | None, options: AppOptions):
     s.segmenter, s.segmenter_key = out.segmenter, key
     s.timings["segment_s"] = round(time.perf_counter() - t0, 4)
     s.timings["segment_backend"] = out.backend
+    return region_view(s)
+
+
+def on_undo(s: Session):
+    """Take back the latest click on the image (see :meth:`Session.undo`)."""
+    s = s or Session()
+    s.undo()
     return region_view(s)
 
 
@@ -261,8 +274,43 @@ def on_brush(editor, s: Session):
 # --------------------------------------------------------------------- region embedding
 
 
+CUSTOM = "custom"
+
+
 def vocab_of(choice: str, custom: str):
-    return safe_vocab(custom if choice == "custom" else choice)
+    """The vocabulary to rank classes in: the typed custom classes whenever there are any
+    (whatever the Vocabulary dropdown says), else the dropdown's built-in vocabulary."""
+    if custom is not None and not isinstance(custom, str):
+        raise InputError(f"custom classes must be text, got {type(custom).__name__}")
+    if custom and custom.strip():
+        return safe_vocab(custom)
+    if choice == CUSTOM:
+        raise InputError("Vocabulary is 'custom' but no custom classes are typed: type "
+                         "comma-separated classes, or choose a built-in vocabulary")
+    return safe_vocab(choice)
+
+
+def vocab_label(vocab) -> str:
+    """Which vocabulary was used, for the status line: 'shapes (built-in)' or
+    'custom: red star, blue circle'."""
+    if isinstance(vocab, str):
+        return f"{vocab} (built-in)"
+    shown = ", ".join(vocab[:8]) + (f", ... ({len(vocab)} classes)" if len(vocab) > 8 else "")
+    return f"custom: {shown}"
+
+
+def vocab_choice_for(custom: str, choice: str, default: str):
+    """The Vocabulary dropdown after the user typed custom classes: 'custom' while there are
+    any, back to ``default`` when the box is emptied (else unchanged)."""
+    if custom and custom.strip():
+        return CUSTOM
+    return default if choice == CUSTOM else choice
+
+
+def custom_after_choice(choice: str, custom: str) -> str:
+    """The custom-classes box after the user picked a vocabulary: a built-in choice empties
+    it (typed classes would otherwise win over that choice), 'custom' keeps it."""
+    return custom if choice == CUSTOM else ""
 
 
 def _loss_frame(losses: list[float]) -> pd.DataFrame:
@@ -333,7 +381,8 @@ def on_invert(s: Session, clip: str, device: str, engine: str, iterations, lr, a
     summary = "; ".join(f"**{html.escape(n)}** → {t[0]['label']} ({t[0]['score']:.2f})"
                         for n, t in zip(names, top))
     status = f"MaskInversion ({out.engine}, {len(out.losses)} iterations, " \
-             f"{out.timings.get('total_s', 0):.2f} s): {summary}"
+             f"{out.timings.get('total_s', 0):.2f} s): {summary}  \n" \
+             f"Vocabulary: {html.escape(vocab_label(vocab))}"
     view = embedding_view(s, names[0])
     dd = gr.Dropdown(choices=names, value=names[0])
     return (s, dd, *view, status, s.timings)
@@ -366,8 +415,9 @@ def on_compare(s: Session, clip: str, device: str, vocab_choice: str, custom: st
     inverted = inv["embeddings"] if inv is not None and inv["names"] == s.names() and \
         inv["clip"] == clip else None
     t0 = time.perf_counter()
+    vocab = vocab_of(vocab_choice, custom)
     res = service.compare(image, masks, clip=clip, device=device or None,
-                          vocab=vocab_of(vocab_choice, custom), templates=templates,
+                          vocab=vocab, templates=templates,
                           inverted=inverted, progress=progress_fn(progress))
     s.results["compare"] = res
     s.timings["compare_s"] = round(time.perf_counter() - t0, 4)
@@ -375,7 +425,9 @@ def on_compare(s: Session, clip: str, device: str, vocab_choice: str, custom: st
     for name, row in zip(s.names(), res["rows"]):
         rows.append([name] + [f"{row[m]['label']} ({row[m]['score']:.2f})"
                               for m in res["methods"]])
-    return s, pd.DataFrame(rows, columns=["region", *res["methods"]]), s.timings
+    table = gr.Dataframe(pd.DataFrame(rows, columns=["region", *res["methods"]]),
+                         label=f"Top-1 class per method · vocabulary {vocab_label(vocab)}")
+    return s, table, s.timings
 
 
 def on_caption(s: Session, captioner: str, device: str, options: AppOptions,
@@ -514,7 +566,9 @@ def clip_defaults(clip: str, device: str | None, options: AppOptions):
     name = check_model("clip", clip, options)
     try:
         d = service.load_clip(name, device or None).defaults
-    except Exception as exc:  # an unavailable model keeps the current values
+    except ModelUnavailableError:  # "Not available": the current values stay
+        raise
+    except Exception as exc:  # a bad device name and the like keep the current values too
         raise InputError(str(exc)) from None
     return (gr.Number(value=d["mi_iterations"]), gr.Number(value=d["mi_lr"]),
             gr.Number(value=d["mi_alpha"]), gr.Number(value=d["mi_resolution"]))

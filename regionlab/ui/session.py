@@ -6,7 +6,7 @@ pending clicks, and the latest results of each tab.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195),
     (128, 128, 0), (255, 215, 180), (0, 0, 128),
 )
+UNDO_DEPTH = 10  # clicks that can be taken back (each keeps the regions' masks of its time)
 
 
 @dataclass
@@ -52,6 +53,11 @@ class Session:
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     counter: int = 0
+    # undo: (version before, version after, snapshot) per click, newest last; ``version``
+    # counts every change of the regions, so a click is only undone while it is the latest
+    undo_stack: list[tuple[int, int, tuple]] = field(default_factory=list)
+    version: int = 0
+    notices_shown: set[str] = field(default_factory=set)  # kept across images
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, name: str = "image") -> None:
@@ -65,6 +71,8 @@ class Session:
         self.segmenter_key = None
         self.results = {}
         self.counter = 0
+        self.undo_stack = []
+        self.version += 1
 
     def require_image(self) -> np.ndarray:
         if self.image is None:
@@ -98,6 +106,15 @@ class Session:
         self.regions.append(region)
         self.active = len(self.regions) - 1
         self.results.pop("invert", None)
+        self.version += 1
+        return region
+
+    def update_region(self, index: int, mask: np.ndarray, points, logits=None) -> Region:
+        """Region ``index`` refined by a click: its new mask, clicks and segmenter logits."""
+        region = self.regions[index]
+        region.mask, region.points, region.logits = np.asarray(mask, bool), list(points), logits
+        self.results.pop("invert", None)
+        self.version += 1
         return region
 
     def index_of(self, name: str | None) -> int:
@@ -118,18 +135,66 @@ class Session:
         if any(r.name == new_name for j, r in enumerate(self.regions) if j != i):
             raise InputError(f"a region named {new_name!r} already exists")
         self.regions[i].name = new_name
+        self.version += 1
 
     def delete(self, name: str | None) -> None:
         i = self.index_of(name)
         del self.regions[i]
         self.active = (len(self.regions) - 1) if self.regions else None
         self.results.pop("invert", None)
+        self.version += 1
 
     def clear_regions(self) -> None:
         self.regions = []
         self.active = None
         self.pending_corner = None
         self.results = {}
+        self.version += 1
+
+    # ------------------------------------------------------------------- undo
+    def _snapshot(self) -> tuple:
+        regions = [replace(r, points=list(r.points)) for r in self.regions]
+        return regions, self.active, self.pending_corner, self.counter
+
+    def begin_click(self) -> tuple[int, tuple]:
+        """The state before a click (pass it to :meth:`end_click` once the click changed it)."""
+        return self.version, self._snapshot()
+
+    def end_click(self, before: tuple[int, tuple]) -> None:
+        """Record a finished click so that :meth:`undo` can take it back."""
+        version, snapshot = before
+        self.version += 1  # a box's first corner changes no region, but is a click too
+        self.undo_stack.append((version, self.version, snapshot))
+        del self.undo_stack[:-UNDO_DEPTH]
+
+    def can_undo(self) -> bool:
+        return bool(self.undo_stack) and self.undo_stack[-1][1] == self.version
+
+    def undo(self) -> None:
+        """Take back the latest click (a new region, an Include/Exclude refinement or a box
+        corner): the regions return to what they were before it. Only clicks are undone, and
+        only while nothing else (rename, delete, proposals, brush ...) changed the regions
+        since."""
+        if not self.undo_stack:
+            raise InputError("nothing to undo: Undo takes back clicks on the image")
+        if not self.can_undo():
+            self.undo_stack = []
+            raise InputError("nothing to undo: the regions changed in another way since the "
+                             "last click (Undo takes back clicks only)")
+        version, _, (regions, active, corner, counter) = self.undo_stack.pop()
+        self.regions, self.active, self.pending_corner, self.counter = (
+            regions, active, corner, counter)
+        self.results.pop("invert", None)
+        self.version = version
+
+    # ---------------------------------------------------------------- notices
+    def first_notice(self, text: str | None) -> bool:
+        """True the first time this session is told ``text`` (then False: a notice such as
+        "no SAM checkpoint" is shown once per session, not once per image)."""
+        if not text or text in self.notices_shown:
+            return False
+        self.notices_shown.add(text)
+        return True
 
     def active_region(self) -> Region | None:
         if self.active is None or not 0 <= self.active < len(self.regions):
