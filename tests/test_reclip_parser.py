@@ -32,13 +32,16 @@ from regionlab.tasks.reclip_words import (
 
 def sig(tree, eid: int = 0) -> str:
     """Compact tree signature: ``text ^superlative pred(target ...)``; ``*`` = any object,
-    ``!`` = negated, ``-`` = a non-spatial link, ``#k`` = k-th from that side."""
+    ``!`` = negated, ``-`` = a non-spatial link, ``#k`` = k-th from that side, ``xN`` = N
+    objects asked for (head only)."""
     e = tree.entities[eid]
     parts = [e.text or "*"]
     parts += ["^" + s.name.replace(" #", "#") for s in e.superlatives]
     for r in e.relations:
         inner = ", ".join(sig(tree, t) for t in r.targets)
         parts.append(("!" if r.negated else "") + f"{r.predicate or '-'}({inner})")
+    if eid == 0 and e.count > 1:
+        parts.append(f"x{e.count}")
     return " ".join(parts)
 
 
@@ -119,18 +122,19 @@ CASES = [
     ("the star between the red circle and the blue square",
      "the star between(the red circle, the blue square)"),
     # possessives and "with" (the reference crashes on the latter with a superlative)
-    ("man with a hat on the left", "man ^leftmost -(a hat)"),
-    ("the man's hat", "hat -(the man)"),
-    ("the dog's ball on the right", "ball ^rightmost -(the dog)"),
-    ("the woman\u2019s bag on the left", "bag ^leftmost -(the woman)"),
-    ("the girl with the umbrella on the right", "the girl ^rightmost -(the umbrella)"),
-    ("the man on the left holding a cup", "the man ^leftmost -(a cup)"),
+    ("man with a hat on the left", "man with a hat ^leftmost -(a hat)"),
+    ("the man's hat", "the man's hat -(the man)"),
+    ("the dog's ball on the right", "the dog's ball ^rightmost -(the dog)"),
+    ("the woman\u2019s bag on the left", "the woman's bag ^leftmost -(the woman)"),
+    ("the girl with the umbrella on the right",
+     "the girl with the umbrella ^rightmost -(the umbrella)"),
+    ("the man on the left holding a cup", "the man holding a cup ^leftmost -(a cup)"),
     # no relation at all
     ("the green triangle", "the green triangle"),
     ("red circle", "red circle"),
     ("a photo of a cat", "a cat"),
-    ("the tall man in a blue shirt", "the tall man -(a blue shirt)"),
-    ("the man wearing a hat", "the man -(a hat)"),
+    ("the tall man in a blue shirt", "the tall man in a blue shirt -(a blue shirt)"),
+    ("the man wearing a hat", "the man wearing a hat -(a hat)"),
     # casing, punctuation and spelling variants
     ("THE RED CIRCLE LEFT OF THE BLUE SQUARE!!!", "the red circle left_of(the blue square)"),
     ("The Left-Most Square.", "the square ^leftmost"),
@@ -158,15 +162,101 @@ CASES = [
     ("the red object left of the star", "the red object left_of(the star)"),
 ]
 
+#: RefCOCO-style language (issue 26): the viewer, orientation, negation, plurals, heights,
+#: ordinals, anchors, folded descriptions. ``xN`` = the phrase asks for N objects.
+EVERYDAY_CASES = [
+    ("closest to the camera", "* ^biggest"),
+    ("the man closest to the camera", "the man ^biggest"),
+    ("the farthest from the camera", "* ^smallest"),
+    ("the plate closest to us", "the plate ^biggest"),
+    ("zebra facing left", "zebra facing left"),
+    ("woman looking right", "woman looking right"),
+    ("the giraffe facing the camera", "the giraffe facing the camera"),
+    ("a dog looking to the left", "a dog looking to the left"),
+    ("the bus turned right", "the bus turned right"),
+    ("the elephant not on the left", "the elephant ^not leftmost"),
+    ("the star not on the left", "the star ^not leftmost"),
+    ("the star that is not on the right", "the star ^not rightmost"),
+    ("the bear not in the water", "the bear !-(the water)"),
+    ("the man who is not wearing a hat", "the man !-(a hat)"),
+    ("the kite highest in the sky", "the kite in the sky ^topmost -(the sky)"),
+    ("horse eating grass near the fence", "horse eating grass -(grass) near(the fence)"),
+    ("the zebra eating grass on the left", "the zebra eating grass ^leftmost -(grass)"),
+    ("the two people on the left", "the two people ^leftmost x2"),
+    ("both elephants on the right", "both elephants ^rightmost x2"),
+    ("the three sheep on the left", "the three sheep ^leftmost x3"),
+    ("the taller of the two men", "the two men ^tallest"),
+    ("the smaller of the two bears", "the two bears ^smallest"),
+    ("the leftmost of the three glasses", "the three glasses ^leftmost"),
+    ("the pillow on the far left of the couch", "the pillow ^leftmost within(the couch)"),
+    ("the giraffe on the far left", "the giraffe ^leftmost"),
+    ("guy in black on the far right", "guy in black ^rightmost -(black)"),
+    ("the tallest man", "the man ^tallest"),
+    ("the shortest tree", "the tree ^shortest"),
+    ("the shorter giraffe", "the giraffe ^shortest"),
+    ("the frontmost car", "the car ^bottommost"),
+    ("the front most car", "the car ^bottommost"),
+    ("the white car in front", "the white car ^bottommost"),
+    ("the skier in front", "the skier ^bottommost"),
+    ("the second from the left", "* ^leftmost#2"),
+    ("the third from the right", "* ^rightmost#3"),
+    ("the second man from the right", "the man ^rightmost#2"),
+    ("the third car from the left", "the car ^leftmost#3"),
+    ("the middle one", "* ^middle"),
+    ("the one in the middle", "* ^middle"),
+    ("the center pizza", "the pizza ^middle"),
+    ("the woman in the middle with a purse", "the woman with a purse ^middle -(a purse)"),
+    ("the nearest star to the circle", "the star near(the circle)"),
+    ("the star nearest the circle", "the star near(the circle)"),
+    ("the star closest to the circle", "the star near(the circle)"),
+    ("the chair nearest to the table", "the chair near(the table)"),
+    ("the person farthest from the tree", "the person far(the tree)"),
+    ("the kid in the red shirt", "the kid in the red shirt -(the red shirt)"),
+    ("the man in the blue shirt on the left",
+     "the man in the blue shirt ^leftmost -(the blue shirt)"),
+    ("the lady holding the umbrella", "the lady holding the umbrella -(the umbrella)"),
+    ("the guy wearing glasses on the right", "the guy wearing glasses ^rightmost -(glasses)"),
+    ("the man sitting on the bench", "the man sitting on the bench -(the bench)"),
+    ("the biggest shape", "* ^biggest"),
+    ("the smallest shape", "* ^smallest"),
+    ("the shape above the blue circle", "* above(the blue circle)"),
+    ("the red shape on the right", "the red shape ^rightmost"),
+    ("the highest", "* ^topmost"),
+    ("the shape farthest to the right", "* ^rightmost"),
+    ("the car farthest to the left", "the car ^leftmost"),
+    ("left most zebra", "zebra ^leftmost"),
+    ("the rightmost guy", "the guy ^rightmost"),
+    ("bottom left corner", "* ^bottommost ^leftmost"),
+    ("the top right one", "* ^topmost ^rightmost"),
+    ("the upper left donut", "donut ^leftmost ^topmost"),
+    ("the donut at the bottom right", "the donut ^bottommost ^rightmost"),
+    ("the largest elephant", "the elephant ^biggest"),
+    ("the smallest giraffe in the back", "the giraffe ^smallest ^topmost"),
+    ("the closest sheep", "the sheep ^biggest"),
+    ("the furthest sheep", "the sheep ^smallest"),
+    ("the lowest plate", "the plate ^bottommost"),
+    ("the horse on the right side of the picture", "the horse ^rightmost"),
+    ("the half of the sandwich on the left", "the sandwich ^leftmost"),
+    ("the person partially cut off on the right", "the person ^rightmost"),
+    ("the cow behind the fence", "the cow above(the fence)"),
+    ("the umbrella above the woman", "the umbrella above(the woman)"),
+    ("the cup to the right of the laptop", "the cup right_of(the laptop)"),
+    ("the chair under the table", "the chair below(the table)"),
+    ("the dog between the two cats", "the dog between(the two cats)"),
+    ("the bottle between the cup and the plate", "the bottle between(the cup, the plate)"),
+]
+ALL_CASES = CASES + EVERYDAY_CASES
 
-@pytest.mark.parametrize("expression,expected", CASES, ids=[c[0][:40] for c in CASES])
+
+@pytest.mark.parametrize("expression,expected", ALL_CASES,
+                         ids=[c[0][:40] for c in ALL_CASES])
 def test_tree(expression, expected):
     tree = parse_expression(expression)
     assert sig(tree) == expected, tree.describe()
 
 
 def test_enough_cases():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 60 and len(EVERYDAY_CASES) >= 70 and len(ALL_CASES) >= 170
 
 
 @pytest.mark.parametrize("expression", ["the green triangle", "a photo of a cat", "the man's hat",

@@ -139,19 +139,23 @@ def evaluate_jsonl(path, image_root, models=None, scorer: str = "ips", detection
 
 def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test",
                          models=None, options: GroundingOptions | None = None,
-                         scorer: str = "ips", temperatures: tuple[float, ...] = ()) -> dict:
-    """Accuracy of full ReCLIP, IPS alone and a random choice on ShapesWorld referring
+                         scorer: str = "ips", variants: dict | None = None,
+                         kinds: tuple[str, ...] | None = None, renderer: str = "pil") -> dict:
+    """Accuracy of grounding variants, IPS alone and a random choice on ShapesWorld referring
     expressions (ground-truth boxes as proposals, held-out scenes), split by expression kind
-    and subtype. ``spatial`` pools the relation and superlative kinds. Each extra temperature
-    in ``temperatures`` adds a method ``reclip@T`` computed from the same forward passes."""
-    from dataclasses import replace
+    and subtype. ``spatial`` pools every kind but ``attribute``.
 
-    from ..shapes.expressions import generate_rec_items
+    ``variants`` maps a method name to :class:`GroundingOptions` (default: ``{"reclip":
+    options}``); all come from the same forward passes. ``kinds`` defaults to attribute,
+    relation and superlative (add "everyday" for the phrasing shift); ``renderer`` "pil" (ours)
+    or "cv" (the independent renderer)."""
+    from ..shapes.expressions import KINDS, generate_rec_items
     from ..tasks.reclip_parser import parse_expression
 
     opts = options or GroundingOptions()
-    items = generate_rec_items(split, n_scenes, seed)
-    extra = [float(t) for t in temperatures]
+    variants = dict(variants or {"reclip": opts})
+    items = generate_rec_items(split, n_scenes, seed, kinds=tuple(kinds or KINDS),
+                               renderer=renderer)
     rows = []
     t0 = time.perf_counter()
     for item in items:
@@ -159,17 +163,15 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
         feats = embed_proposals(item.scene.image, props, scorer, models, opts)
         for e in item.expressions:
             tree = parse_expression(e.text)
-            res = ground_features(feats, e.text, opts, tree=tree)
             row = {
                 "scene": item.index, "text": e.text, "kind": e.kind, "subtype": e.subtype,
-                "target": e.target, "n_proposals": len(props),
-                "reclip": int(res.index == e.target),
-                "ips": int(int(np.argmax(res.ips_probs)) == e.target),
-                "random": 1.0 / len(props), "used_tree": res.used_tree,
+                "target": e.target, "n_proposals": len(props), "random": 1.0 / len(props),
             }
-            for t in extra:
-                r_t = ground_features(feats, e.text, replace(opts, temperature=t), tree=tree)
-                row[f"reclip@{t:g}"] = int(r_t.index == e.target)
+            for name, v_opts in variants.items():
+                res = ground_features(feats, e.text, v_opts, tree=tree)
+                row[name] = int(res.index == e.target)
+                row["ips"] = int(int(np.argmax(res.ips_probs)) == e.target)
+                row["used_tree"] = res.used_tree
             rows.append(row)
     seconds = time.perf_counter() - t0
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -177,16 +179,20 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
         groups["all"].append(r)
         groups[r["kind"]].append(r)
         groups[f"{r['kind']}/{r['subtype']}"].append(r)
-        if r["kind"] in ("relation", "superlative"):
+        if r["kind"] != "attribute":
             groups["spatial"].append(r)
     methods = {}
-    for m in ("reclip", *[f"reclip@{t:g}" for t in extra], "ips", "random"):
+    for m in (*variants, "ips", "random"):
         methods[m] = {g: round(float(np.mean([r[m] for r in rs])), 4) for g, rs in
                       sorted(groups.items())}
+    first = next(iter(variants))
     return {
         "split": split, "seed": seed, "n_scenes": n_scenes, "n_expressions": len(rows),
-        "temperature": opts.temperature,
+        "renderer": renderer, "kinds": list(kinds or KINDS),
+        "variants": {k: {"combine": v.combine, "temperature": v.effective_temperature,
+                         "logit_scale": v.effective_logit_scale or "model"}
+                     for k, v in variants.items()},
         "counts": {g: len(rs) for g, rs in sorted(groups.items())},
         "accuracy": methods, "seconds": round(seconds, 2), "scorer": scorer,
-        "failures": [r for r in rows if not r["reclip"]][:40],
+        "failures": [r for r in rows if not r[first]][:40],
     }

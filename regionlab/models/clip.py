@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,12 @@ class LoadedCLIP:
     def patch_size(self) -> int:
         ks = self.model.visual.conv1.kernel_size
         return ks if isinstance(ks, int) else ks[0]
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's own learnt ``exp(logit_scale)`` (100 when it has none)."""
+        ls = getattr(self.model, "logit_scale", None)
+        return float(ls.detach().exp()) if torch.is_tensor(ls) else 100.0
 
     @property
     def embed_dim(self) -> int:
@@ -118,7 +126,7 @@ def _shapes_available(spec: ModelSpec) -> tuple[bool, str]:
 def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> LoadedCLIP:
     from safetensors.torch import load_file
 
-    from ..shapes.model import build_model, tokenizer
+    from ..shapes.model import ARCH_NAME, build_model, tokenizer
 
     path = Path(spec.extra["path"])
     if not path.is_file():
@@ -127,7 +135,8 @@ def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> L
             f"full checkout (the file ships in assets/), or retrain with "
             f"`python -m regionlab.shapes.train_clip`."
         )
-    model = build_model()
+    with weights_loaded_after(ARCH_NAME):  # the trained weights are loaded just below
+        model = build_model()
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -164,42 +173,84 @@ def shapes_spec(name: str = "shapes-clip") -> ModelSpec:
 # ---------------------------------------------------------------- open_clip models
 
 
-def _hf_cached(repo: str) -> str | None:
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _hf_cached(repo: str, filename: str | None = None) -> str | None:
+    """The cached weights file of hub repo ``repo`` (``filename``, or open_clip's default names),
+    or None. Reads the local cache only."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+    names = [filename] if filename else []
+    for fname in (*names, *WEIGHT_FILES):
         hit = try_to_load_from_cache(repo, fname)
         if isinstance(hit, str):
             return hit
     return None
 
 
-def _hub_repo(arch: str, source: str) -> str | None:
+def _hub_file(arch: str, source: str) -> tuple[str, str | None] | None:
+    """(hub repo, weights file name or None for open_clip's default) of a tag or ``hf-hub:``
+    source; None when open_clip knows no hub location for it."""
     if source.startswith("hf-hub:"):
-        return source[len("hf-hub:") :]
+        return source[len("hf-hub:") :], None
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(arch, source)
-    hub = cfg.get("hf_hub", "")
-    return hub.rstrip("/") or None
+    hub = open_clip.get_pretrained_cfg(arch, source).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub)  # open_clip's convention: 'org/repo/' or 'org/repo/file'
+    return repo, (filename or None)
+
+
+def _hub_repo(arch: str, source: str) -> str | None:
+    found = _hub_file(arch, source)
+    return found[0] if found else None
+
+
+def _is_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or Path(source).suffix in (
+        ".pt",
+        ".bin",
+        ".safetensors",
+    )
+
+
+def _cached_weights(arch: str, source: str) -> tuple[str, str | None]:
+    """(what to pass open_clip so that it reads only local files, or "" when the weights are
+    not in the cache; the hub repo). For ``hf-hub:`` sources the cached snapshot folder must
+    hold the config and the weights (``local-dir:`` scheme)."""
+    found = _hub_file(arch, source)
+    if found is None:
+        return "", None
+    repo, filename = found
+    weights = _hf_cached(repo, filename)
+    if not weights:
+        return "", repo
+    if not source.startswith("hf-hub:"):
+        return weights, repo
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return "", repo
+    config = try_to_load_from_cache(repo, "open_clip_config.json")
+    if isinstance(config, str) and Path(config).parent == Path(weights).parent:
+        return f"local-dir:{Path(weights).parent}", repo
+    return "", repo
 
 
 def _open_clip_available(spec: ModelSpec) -> tuple[bool, str]:
     arch, source = spec.arch, spec.extra["source"]
-    if source.startswith(("/", "./", "~")) or Path(source).suffix in (
-        ".pt",
-        ".bin",
-        ".safetensors",
-    ):
+    if _is_local(source):
         p = Path(source).expanduser()
         return (True, f"local file {p}") if p.is_file() else (False, f"file not found: {p}")
     repo = _hub_repo(arch, source)
     if repo is None:
         return False, f"open_clip knows no pretrained tag {source!r} for {arch}"
-    hit = _hf_cached(repo)
-    if hit:
+    local, _ = _cached_weights(arch, source)
+    if local:
         return True, f"in the Hugging Face cache ({repo})"
     return False, f"not in the Hugging Face cache; download with `hf download {repo}`"
 
@@ -232,24 +283,89 @@ def _load_state_dict_safely(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
-def _load_open_clip(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> LoadedCLIP:
+class _DropRandomInitWarning(logging.Filter):
+    """Drops exactly open_clip's "No pretrained weights loaded for model 'ARCH'. Model
+    initialized randomly." record for one architecture."""
+
+    def __init__(self, arch: str):
+        super().__init__()
+        self.prefix = f"No pretrained weights loaded for model '{arch}'."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith(self.prefix) and msg.endswith("Model initialized randomly."))
+
+
+@contextmanager
+def weights_loaded_after(arch: str):
+    """Build an open_clip model whose weights are loaded right after (bundled or a local file):
+    open_clip's false "initialized randomly" warning for ``arch`` is dropped, nothing else."""
+    flt = _DropRandomInitWarning(arch)
+    root = logging.getLogger()  # open_clip logs through the root logger (logging.warning)
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
+def _tag_kwargs(arch: str, source: str) -> dict:
+    """What the pretrained tag says about the model beyond its weights (QuickGELU for the OpenAI
+    weights, normalisation), for building from a file that open_clip does not know as the tag."""
     import open_clip
 
+    if source.startswith("hf-hub:"):
+        return {}
+    cfg = open_clip.get_pretrained_cfg(arch, source)
+    pre = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if cfg.get(k)}
+    return {"force_quick_gelu": bool(cfg.get("quick_gelu")), "force_preprocess_cfg": pre}
+
+
+def _create(spec: ModelSpec):
+    """(open_clip model, tokenizer) for ``spec``, reading local files when they are there and
+    asking the hub only after it answered a short probe (see ``models/hub.py``)."""
+    import open_clip
+
+    from .hub import hub_status
+
+    arch, source = spec.arch, spec.extra["source"]
+    if _is_local(source):
+        local = Path(source).expanduser()
+        if not local.is_file():
+            raise FileNotFoundError(f"no such file: {local}")
+        with weights_loaded_after(arch):
+            model = open_clip.create_model(arch, pretrained=None)
+        model.load_state_dict(_load_state_dict_safely(local))
+        return model, open_clip.get_tokenizer(arch)
+    if not source.startswith("hf-hub:") and not open_clip.get_pretrained_cfg(arch, source):
+        raise ModelUnavailableError(
+            f"cannot load CLIP model {spec.name!r}: open_clip knows no pretrained tag {source!r} "
+            f"for {arch} (see open_clip.list_pretrained()). {_how_to(spec)}"
+        )
+    cached, repo = _cached_weights(arch, source)
+    if cached.startswith("local-dir:"):  # an hf-hub repo, config and weights in the cache
+        return open_clip.create_model(cached), open_clip.get_tokenizer(cached)
+    if cached:  # a tag whose weights file is in the cache: no hub request at all
+        model = open_clip.create_model(arch, pretrained=cached, **_tag_kwargs(arch, source))
+        return model, open_clip.get_tokenizer(arch)
+    ok, why = hub_status()
+    if not ok:
+        where = f"not in the Hugging Face cache ({repo})" if repo else "not cached locally"
+        raise ModelUnavailableError(
+            f"cannot load CLIP model {spec.name!r} (architecture {arch}, source {source}): "
+            f"{where} and {why}; nothing was downloaded. {_how_to(spec)}"
+        )
+    if source.startswith("hf-hub:"):
+        return open_clip.create_model(source), open_clip.get_tokenizer(source)
+    kw = _tag_kwargs(arch, source)
+    kw.pop("force_preprocess_cfg")  # open_clip applies the tag's own
+    return open_clip.create_model(arch, pretrained=source, **kw), open_clip.get_tokenizer(arch)
+
+
+def _load_open_clip(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> LoadedCLIP:
     arch, source = spec.arch, spec.extra["source"]
     try:
-        local = Path(source).expanduser()
-        if source.startswith("hf-hub:"):
-            model, _, pre = open_clip.create_model_and_transforms(source)
-            tok = open_clip.get_tokenizer(source)
-        elif local.suffix in (".pt", ".bin", ".safetensors") or source.startswith(("/", ".", "~")):
-            if not local.is_file():
-                raise FileNotFoundError(f"no such file: {local}")
-            model, _, pre = open_clip.create_model_and_transforms(arch, pretrained=None)
-            model.load_state_dict(_load_state_dict_safely(local))
-            tok = open_clip.get_tokenizer(arch)
-        else:
-            model, _, pre = open_clip.create_model_and_transforms(arch, pretrained=source)
-            tok = open_clip.get_tokenizer(arch)
+        model, tok = _create(spec)
     except ModelUnavailableError:
         raise
     except Exception as exc:  # network errors, missing files, bad checkpoints

@@ -8,7 +8,15 @@ Three kinds, so results can be split by kind:
   decides ("the red circle left of the blue square"); subtypes left_of/right_of/above/below;
 - ``superlative``: two or three objects share the words and an extreme decides ("the leftmost
   red circle", "the biggest star"); subtypes leftmost/rightmost/topmost/bottommost/biggest/
-  smallest.
+  smallest;
+- ``everyday``: the same questions in everyday phrasing that the three kinds above never use
+  (a phrasing shift): negation ("the red star not on the left"), paraphrased superlatives ("the
+  highest", "farthest to the right", "the tallest"), ordinals ("the second ... from the left",
+  "the middle ..."), distance to an anchor ("closest to the blue circle", "farthest from ..."),
+  and a generic head ("the biggest shape", "the shape above the blue circle").
+
+Scenes come from the first renderer (``renderer="pil"``, :func:`render_scene`) or the
+independent one (``renderer="cv"``, :func:`regionlab.shapes.render_cv.render_scene_cv`).
 
 Geometry is judged on box centres and areas (the quantities ReCLIP's predicates use) with
 margins (``MARGIN_PX`` between centres, ``AREA_RATIO`` between areas, on both the box and the
@@ -25,6 +33,8 @@ from .scenes import SPLITS, RenderOptions, Scene, render_scene
 from .vocab import COLOUR_NAMES, SHAPES
 
 KINDS = ("attribute", "relation", "superlative")
+ALL_KINDS = (*KINDS, "everyday")
+RENDERERS = ("pil", "cv")
 MARGIN_PX = 3.0
 AREA_RATIO = 1.3
 RELATION_PHRASES = {
@@ -180,12 +190,119 @@ def _superlative_item(scene: Scene, rng) -> list[ReferringExpression]:
     return exprs
 
 
+NEGATED = {"leftmost": "right", "rightmost": "left", "topmost": "bottom", "bottommost": "top"}
+PARAPHRASES = {
+    "leftmost": ("the {d} farthest to the left", "the {d} furthest to the left",
+                 "the {d} on the far left"),
+    "rightmost": ("the {d} farthest to the right", "the {d} furthest to the right",
+                  "the {d} on the far right"),
+    "topmost": ("the highest {d}", "the uppermost {d}", "the {d} highest up"),
+    "bottommost": ("the lowest {d}", "the {d} lowest down", "the {d} nearest the bottom"),
+    "tallest": ("the tallest {d}",),
+    "shortest": ("the shortest {d}",),
+}
+SIDES = {"left": (0, False), "right": (0, True), "top": (1, False), "bottom": (1, True)}
+
+
+def _extreme(values: np.ndarray, largest: bool, margin: float) -> int | None:
+    """Index of the clear extreme of ``values`` (by ``margin`` over the runner-up), or None."""
+    order = np.argsort(-values if largest else values)
+    if len(values) < 2 or abs(values[order[0]] - values[order[1]]) > margin:
+        return int(order[0])
+    return None
+
+
+def _everyday_item(scene: Scene, rng) -> list[ReferringExpression]:
+    objs = scene.objects
+    c = _centres(scene)
+    heights = np.asarray([o.box[3] - o.box[1] for o in objs], dtype=np.float64)
+    areas = _box_areas(scene)
+    labels = [o.label for o in objs]
+    out: list[ReferringExpression] = []
+
+    def add(text: str, t: int, sub: str, ref: int | None = None) -> None:
+        others = tuple(j for j, lab in enumerate(labels) if lab == labels[t] and j != t)
+        out.append(ReferringExpression(text, t, "everyday", sub, ref, others))
+
+    for label in dict.fromkeys(labels):
+        g = np.asarray([j for j, lab in enumerate(labels) if lab == label])
+        if len(g) < 2:
+            continue
+        for name, (axis, largest) in SIDES.items():
+            sup = {"left": "leftmost", "right": "rightmost", "top": "topmost",
+                   "bottom": "bottommost"}[name]
+            k = _extreme(c[g, axis], largest, MARGIN_PX)
+            if k is None:
+                continue
+            phrase = PARAPHRASES[sup][rng.integers(len(PARAPHRASES[sup]))]
+            add(phrase.format(d=label), int(g[k]), f"paraphrase/{sup}")
+            if len(g) == 2:  # the other one is "not on the <side>"
+                other = int(g[1 - k])
+                neg = ("the {d} not on the {s}", "the {d} that is not on the {s}")
+                add(neg[rng.integers(2)].format(d=label, s=name), other, f"negation/{sup}")
+        for name, largest in (("tallest", True), ("shortest", False)):
+            hk = _extreme(heights[g], largest, 0)
+            if hk is not None:
+                hs = np.sort(heights[g])
+                if (hs[-1] >= AREA_RATIO * hs[-2]) if largest else (hs[1] >= AREA_RATIO * hs[0]):
+                    add(PARAPHRASES[name][0].format(d=label), int(g[hk]), f"paraphrase/{name}")
+        if len(g) == 3:
+            xs = c[g, 0]
+            order = np.argsort(xs)
+            if np.diff(xs[order]).min() > MARGIN_PX:
+                side = ("left", "right")[rng.integers(2)]
+                second = int(g[order[1]])
+                ordinal = ("the second {d} from the {s}", "the {d} second from the {s}")
+                add(ordinal[rng.integers(2)].format(d=label, s=side), second, "ordinal/second")
+                third = int(g[order[2] if side == "left" else order[0]])
+                add(f"the third {label} from the {side}", third, "ordinal/third")
+                centroid = c[g].mean(axis=0)
+                dc = np.hypot(*(c[g] - centroid).T)
+                if int(np.argmin(dc)) == int(order[1]) and np.sort(dc)[1] - dc.min() > MARGIN_PX:
+                    add(f"the middle {label}", second, "ordinal/middle")
+        for r, orf in enumerate(objs):
+            if labels.count(orf.label) != 1:
+                continue
+            d = np.hypot(*(c[g] - c[r]).T)
+            ds = np.sort(d)
+            if ds[1] >= AREA_RATIO * ds[0] and ds[1] - ds[0] > MARGIN_PX:
+                near = ("the {d} closest to the {r}", "the {d} nearest to the {r}",
+                        "the {d} nearest the {r}", "the {d} next to the {r}")
+                text = near[rng.integers(len(near))].format(d=label, r=orf.label)
+                add(text, int(g[np.argmin(d)]), "anchor/nearest", r)
+            if ds[-1] >= AREA_RATIO * ds[-2] and ds[-1] - ds[-2] > MARGIN_PX:
+                add(f"the {label} farthest from the {orf.label}", int(g[np.argmax(d)]),
+                    "anchor/farthest", r)
+    # a generic head: every object is a "shape"
+    if len(objs) >= 2:
+        a = np.sort(areas)
+        if a[-1] >= AREA_RATIO * a[-2]:
+            add("the biggest shape", int(np.argmax(areas)), "generic/biggest")
+        if a[1] >= AREA_RATIO * a[0]:
+            add("the smallest shape", int(np.argmin(areas)), "generic/smallest")
+        for r, orf in enumerate(objs):
+            if labels.count(orf.label) != 1:
+                continue
+            above = [j for j in range(len(objs)) if j != r and c[r, 1] - c[j, 1] > MARGIN_PX]
+            near_line = [j for j in range(len(objs)) if j != r and c[r, 1] - c[j, 1] > -MARGIN_PX]
+            if len(above) == 1 and len(near_line) == 1:
+                add(f"the shape above the {orf.label}", above[0], "generic/above", r)
+    return out
+
+
 def _pick_classes(rng, kind: str) -> list[tuple[str, str]]:
     def cls() -> tuple[str, str]:
         return COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))], SHAPES[rng.integers(len(SHAPES))]
 
     a = cls()
-    if kind == "relation":
+    if kind == "everyday":
+        objs = [a] * int(rng.choice([2, 3]))
+        total = max(len(objs) + 1, int(rng.choice([3, 4, 5])))
+        while len(objs) < total:
+            b = cls()
+            if b != a and b not in objs:
+                objs.append(b)
+    elif kind == "relation":
         objs = [a, a]
         while len(objs) < 3 + int(rng.uniform() < 0.5):
             b = cls()
@@ -201,26 +318,41 @@ def _pick_classes(rng, kind: str) -> list[tuple[str, str]]:
     return [objs[k] for k in order]
 
 
+def _render(renderer: str, key: tuple, options: RenderOptions, objects=None) -> Scene:
+    if renderer == "cv":
+        from .render_cv import render_scene_cv
+
+        return render_scene_cv(key, options.size, objects=objects)
+    return render_scene(key, options, objects=objects)
+
+
 def make_item(kind: str, split: str, index: int, seed: int = 0,
-              options: RenderOptions = RenderOptions(), max_attempts: int = 50) -> RECItem:
+              options: RenderOptions = RenderOptions(), max_attempts: int = 50,
+              renderer: str = "pil") -> RECItem:
     """One scene of ``kind`` with its expressions, the same for the same arguments."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown expression kind {kind!r}; expected one of {KINDS}")
+    if kind not in ALL_KINDS:
+        raise ValueError(f"unknown expression kind {kind!r}; expected one of {ALL_KINDS}")
+    if renderer not in RENDERERS:
+        raise ValueError(f"unknown renderer {renderer!r}; expected one of {RENDERERS}")
     sid = SPLITS[split]
     for attempt in range(max_attempts):
         rng = np.random.default_rng([sid, seed, index, attempt, 17])
         key = (sid, seed, 500_000 + index, attempt)
         if kind == "attribute":
-            scene = render_scene(key, options)
+            scene = _render(renderer, key, options)
             exprs = attribute_expressions(scene, rng)
         else:
             wanted = _pick_classes(rng, kind)
-            scene = render_scene(key, options, objects=wanted)
+            scene = _render(renderer, key, options, objects=wanted)
             if len(scene.objects) != len(wanted):
                 continue
-            exprs = (_relation_item if kind == "relation" else _superlative_item)(scene, rng)
+            make = {"relation": _relation_item, "superlative": _superlative_item,
+                    "everyday": _everyday_item}[kind]
+            exprs = make(scene, rng)
         if exprs:
-            if kind != "attribute":  # one expression per scene keeps kinds balanced
+            if kind == "everyday":  # up to 4 of a scene's phrasings (cheap: one forward)
+                exprs = [exprs[k] for k in sorted(rng.permutation(len(exprs))[:4])]
+            elif kind != "attribute":  # one expression per scene keeps kinds balanced
                 exprs = [exprs[rng.integers(len(exprs))]]
             return RECItem(scene, exprs, index)
     raise RuntimeError(f"no {kind} expression after {max_attempts} attempts (index {index})")
@@ -228,6 +360,8 @@ def make_item(kind: str, split: str, index: int, seed: int = 0,
 
 def generate_rec_items(split: str = "test", n: int = 300, seed: int = 0,
                        kinds: tuple[str, ...] = KINDS,
-                       options: RenderOptions = RenderOptions()) -> list[RECItem]:
+                       options: RenderOptions = RenderOptions(),
+                       renderer: str = "pil") -> list[RECItem]:
     """``n`` scenes, kinds in turn (scene i has kind ``kinds[i % len(kinds)]``)."""
-    return [make_item(kinds[i % len(kinds)], split, i, seed, options) for i in range(n)]
+    return [make_item(kinds[i % len(kinds)], split, i, seed, options, renderer=renderer)
+            for i in range(n)]

@@ -287,6 +287,14 @@ def make_proposals(image: np.ndarray, proposals) -> Proposals:
 # ------------------------------------------------------------------------------ scoring
 
 
+COMBINES = ("tree", "calibrated", "reference")
+#: Softmax temperature per combination. "tree" and "calibrated" were chosen on 300 validation
+#: scenes of the bundled CLIP (benchmarks/reclip_shapes.py --tune; rule fixed before the run:
+#: best spatial accuracy, ties to the lower temperature): tree 16 and calibrated 24 both reach
+#: 100% there (reference 90.5%). With real CLIPs re-tune; the reference is ReCLIP's 1.
+DEFAULT_TEMPERATURE = {"tree": 16.0, "calibrated": 24.0, "reference": 1.0}
+
+
 @dataclass(frozen=True)
 class GroundingOptions:
     """Hyper-parameters of one grounding call (never stored on a model).
@@ -295,9 +303,18 @@ class GroundingOptions:
     ``ips`` scorer; ``area_prior`` drops proposals smaller than ``min_area_fraction`` of the
     image (ReCLIP's optional 5% prior; ignored, with a note, if it would drop them all);
     ``use_parser`` False = IPS alone; ``mi_options`` go to MaskInversion's ``invert``.
-    ``temperature`` divides every logit before its softmax over proposals (ours; 1 = ReCLIP):
-    above 1 it flattens CLIP's within-class preferences so that the parser's relations and
-    superlatives decide among look-alike candidates; IPS alone is unaffected (same argmax).
+
+    ``combine`` (how IPS and the parse tree make the final choice when a spatial word occurs):
+
+    - ``"tree"`` (default, ours): the tree's own distribution decides, ``argmax(p_tree)``; the
+      head entity's IPS is inside it, the full expression's IPS is shown but not multiplied in,
+      so a confident CLIP that cannot read spatial words cannot override a confident tree;
+    - ``"calibrated"``: ``argmax(IPS(full) * p_tree)`` with the model's own logit scale;
+    - ``"reference"``: ReCLIP exactly, ``argmax(IPS(full) * p_tree)`` with ``100 * cos``.
+
+    ``logit_scale`` None = the model's own learnt scale (``"reference"``: 100);
+    ``temperature`` None = :data:`DEFAULT_TEMPERATURE` of the combination; it divides every
+    logit before its softmax over proposals (IPS alone keeps its argmax).
     """
 
     blur_sigma: float | None = None
@@ -306,8 +323,9 @@ class GroundingOptions:
     min_area_fraction: float = 0.05
     use_parser: bool = True
     prompt: str = "a photo of "
-    logit_scale: float = 100.0
-    temperature: float = 1.0
+    combine: str = "tree"
+    logit_scale: float | None = None
+    temperature: float | None = None
     max_batch: int = 512
     mi_options: dict = field(default_factory=dict)
 
@@ -315,13 +333,29 @@ class GroundingOptions:
         if self.blur_sigma is not None:
             check_number(self.blur_sigma, "blur_sigma", 0.0, 1000.0)
         check_number(self.min_area_fraction, "min_area_fraction", 0.0, 1.0)
-        check_number(self.logit_scale, "logit_scale", 1e-3, 1000.0)
-        check_number(self.temperature, "temperature", 1e-3, 1e4)
+        if self.logit_scale is not None:
+            check_number(self.logit_scale, "logit_scale", 1e-3, 1000.0)
+        if self.temperature is not None:
+            check_number(self.temperature, "temperature", 1e-3, 1e4)
         check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
+        if self.combine not in COMBINES:
+            raise InputError(f"combine must be one of {COMBINES}, got {self.combine!r}")
         views = tuple(self.views)
         if not views or any(v not in VIEWS for v in views) or len(set(views)) != len(views):
             raise InputError(f"views must be a non-empty subset of {VIEWS}, got {self.views!r}")
         return self
+
+    @property
+    def effective_temperature(self) -> float:
+        return float(DEFAULT_TEMPERATURE[self.combine] if self.temperature is None
+                     else self.temperature)
+
+    @property
+    def effective_logit_scale(self) -> float | None:
+        """A fixed scale, or None for each model's own."""
+        if self.logit_scale is not None:
+            return float(self.logit_scale)
+        return 100.0 if self.combine == "reference" else None
 
 
 def resolve_models(models) -> list:
@@ -373,17 +407,19 @@ class ProposalFeatures:
     timing: dict[str, float]
     _text_cache: dict = field(default_factory=dict, repr=False)
 
-    def logits(self, texts: list[str], scale: float = 100.0) -> np.ndarray:
-        """``sum_models sum_views scale * cos(region, text)``, shape (P, T)."""
+    def logits(self, texts: list[str], scale: float | None = 100.0) -> np.ndarray:
+        """``sum_models sum_views scale * cos(region, text)``, shape (P, T); ``scale`` None =
+        each model's own logit scale."""
         total = None
         for clip, emb in zip(self.clips, self.embeddings):
+            sc = float(getattr(clip, "logit_scale", 100.0)) if scale is None else float(scale)
             missing = [t for t in texts if (id(clip), t) not in self._text_cache]
             if missing:
                 enc = clip.encode_texts(missing).to(emb.device, emb.dtype)
                 for t, e in zip(missing, enc):
                     self._text_cache[(id(clip), t)] = e
             txt = torch.stack([self._text_cache[(id(clip), t)] for t in texts])
-            lg = (scale * torch.einsum("vpd,td->pt", emb, txt)).double().cpu().numpy()
+            lg = (sc * torch.einsum("vpd,td->pt", emb, txt)).double().cpu().numpy()
             total = lg if total is None else total + lg
         return total
 
@@ -456,6 +492,7 @@ def softmax_over_proposals(logits: np.ndarray, keep: np.ndarray | None = None) -
 class GroundingResult:
     """The chosen proposal and everything needed to explain the choice.
 
+    ``indices``: the chosen proposals, best first (one, or N for "the two people on the left");
     ``probs``: final distribution over proposals; ``ips_probs``: IPS of the full expression;
     ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
     relations and superlatives); ``timing`` in seconds."""
@@ -463,6 +500,7 @@ class GroundingResult:
     index: int
     box: list[float]
     mask: np.ndarray | None
+    indices: list[int]
     probs: list[float]
     ips_probs: list[float]
     node_probs: dict[int, dict]
@@ -480,6 +518,9 @@ class GroundingResult:
         return {
             "index": self.index,
             "box": self.box,
+            "indices": self.indices,
+            "boxes_chosen": [[round(float(v), 3) for v in self.proposals.boxes[i]]
+                             for i in self.indices],
             "probs": self.probs,
             "tree": self.tree.to_dict() if self.tree is not None else None,
             "ips_probs": self.ips_probs,
@@ -502,7 +543,8 @@ def _rounded(p: np.ndarray) -> list[float]:
 def ground_features(features: ProposalFeatures, expression: str,
                     options: GroundingOptions | None = None, tree=None) -> GroundingResult:
     """Ground ``expression`` on already embedded proposals (embed once, query many)."""
-    from .reclip_parser import execute_tree, parse_expression
+    from .reclip_parser import parse_expression
+    from .reclip_scoring import execute_tree
 
     opts = (options or GroundingOptions()).checked()
     t_start = time.perf_counter()
@@ -531,9 +573,9 @@ def ground_features(features: ProposalFeatures, expression: str,
     texts = [opts.prompt + text.lower()] + [opts.prompt + e.text.lower() for e in entities]
     texts = list(dict.fromkeys(texts))
     t0 = time.perf_counter()
-    logits = features.logits(texts, opts.logit_scale)
+    logits = features.logits(texts, opts.effective_logit_scale)
     timing["text_s"] = time.perf_counter() - t0
-    probs_by_text = softmax_over_proposals(logits / opts.temperature, keep)
+    probs_by_text = softmax_over_proposals(logits / opts.effective_temperature, keep)
     ips = probs_by_text[:, 0]
     used = bool(opts.use_parser and tree is not None and tree.uses_spatial)
     node_probs: dict[int, dict] = {}
@@ -552,7 +594,9 @@ def ground_features(features: ProposalFeatures, expression: str,
             base = node_ips.get(e.id, np.full(n, 1.0 / n))
             node_probs[e.id] = {"text": e.text, "ips": _rounded(base),
                                 "p": _rounded(dists[e.id])}
-        if used:
+        if used and opts.combine == "tree":
+            final = dists[0]
+        elif used:
             prod = ips * dists[0]
             if prod.sum() > 0 and np.isfinite(prod.sum()):
                 final = prod / prod.sum()
@@ -561,12 +605,17 @@ def ground_features(features: ProposalFeatures, expression: str,
                 notes.append("IPS(full) * p_tree vanished: using p_tree alone")
     timing["tree_s"] = time.perf_counter() - t0
     index = int(np.argmax(final))  # the lowest index wins ties (duplicate boxes)
+    count = min(n, tree.head.count) if tree is not None and used else 1
+    indices = [int(i) for i in np.argsort(-final, kind="stable")[:count]]
+    if count > 1:
+        notes.append(f"the expression asks for {count} objects: the {count} most likely")
     timing["total_s"] = (time.perf_counter() - t_start + timing.get("views_s", 0.0)
                          + timing.get("image_encode_s", 0.0))
     return GroundingResult(
         index=index,
         box=[float(v) for v in props.boxes[index]],
         mask=None if props.masks is None else props.masks[index],
+        indices=indices,
         probs=_rounded(final),
         ips_probs=_rounded(ips),
         node_probs=node_probs,

@@ -50,6 +50,8 @@ from .reclip_words import (
     ALL_SPATIAL,
     BELOW,
     BETWEEN,
+    COUNTS,
+    EXTREME_MODIFIERS,
     FAR,
     FAR_FROM,
     GENERIC_NOUNS,
@@ -61,10 +63,13 @@ from .reclip_words import (
     NEGATIONS,
     NULL_WORDS,
     ORDINALS,
+    ORIENTATION_VERBS,
     PLACE_NOUNS,
     RELATIONS,
     RIGHT,
     SUPERLATIVES,
+    VIEWER_WORDS,
+    WITHIN,
     normalise_expression,
 )
 
@@ -79,7 +84,7 @@ def _is_entity_head(tok) -> bool:
     w, lemma = _word(tok), tok.lemma_.lower()
     if w in PLACE_NOUNS or w in NULL_WORDS or lemma in NULL_WORDS or w in ALL_SPATIAL:
         return False
-    if w in ORDINALS or w in NEGATIONS:
+    if w in ORDINALS or w in NEGATIONS or w in VIEWER_WORDS or w in ORIENTATION_VERBS:
         return False
     nouny = tok.pos_ in ("NOUN", "PROPN") or w in LEXICON_NOUNS or lemma in LEXICON_NOUNS
     if not nouny:
@@ -88,7 +93,7 @@ def _is_entity_head(tok) -> bool:
     head = tok.head
     if head is not tok and head.i > tok.i and tok.dep_ in _MODIFIER_DEPS and (
         head.pos_ in ("NOUN", "PROPN") or _word(head) in LEXICON_NOUNS
-    ):
+    ) and _word(head) not in ORIENTATION_VERBS and _word(head) not in VIEWER_WORDS:
         return False
     return True
 
@@ -121,8 +126,8 @@ def _relation_from_path(words: list[str]) -> tuple[str | None, str | None, int]:
     for k, w in enumerate(words):
         nxt = words[k + 1] if k + 1 < len(words) else ""
         pred = None
-        if w in NEAR_TO and nxt == "to":
-            pred = NEAR
+        if w in NEAR_TO and (nxt == "to" or (k == len(words) - 1 and w != "next")):
+            pred = NEAR  # "closest to the star", "the star nearest the circle"
         elif w in FAR_FROM and nxt == "from":
             pred = FAR
         elif w == "next" or w == "far":  # "the next circle", "far left": not relations alone
@@ -167,6 +172,29 @@ def _superlatives_from_words(words: list[str]) -> tuple[list[tuple[str, str]], i
     return found, rank, unused
 
 
+def _count(tok) -> int:
+    """How many objects a plural noun phrase asks for ("the two people", "both cups"): 1 for a
+    singular or an uncounted plural."""
+    if tok.tag_ not in ("NNS", "NNPS") and _word(tok) not in ("people", "men", "women",
+                                                               "children"):
+        return 1
+    if tok.dep_ == "pobj" and _word(tok.head) == "of":  # partitive: "the leftmost of the three"
+        return 1
+    for child in tok.lefts:
+        w = _word(child)
+        if w in COUNTS:
+            return COUNTS[w]
+        if child.dep_ == "nummod" and w.isdigit() and 1 < int(w) <= 10:
+            return int(w)
+    return 1
+
+
+def _negated(tokens) -> bool:
+    """Does a negation word stand in or directly under these tokens ("not on the left")?"""
+    return any(_word(t) in NEGATIONS or any(c.dep_ == "neg" or _word(c) in NEGATIONS
+                                            for c in t.children) for t in tokens)
+
+
 class _Builder:
     def __init__(self, doc, expression: str, normalised: str, pipeline: str):
         self.doc = doc
@@ -190,7 +218,15 @@ class _Builder:
             id=len(self.entities), text="" if generic else " ".join(t.text for t in keep),
             span=" ".join(t.text for t in span), head=tok.text, rule=rule, generic=generic,
             plural=tok.tag_ in ("NNS", "NNPS"), token_ids=[t.i for t in span], head_index=tok.i,
+            count=_count(tok),
         )
+        if not generic:  # "the girl in pink": a describing phrase with no noun of its own
+            for child in tok.rights:
+                sub = list(child.subtree)
+                if child.dep_ == "prep" and not any(
+                        t.i in self.heads or _word(t) in ALL_SPATIAL or _word(t) in NEGATIONS
+                        or _word(t) in PLACE_NOUNS or _word(t) in VIEWER_WORDS for t in sub):
+                    node.text += " " + " ".join(t.text for t in sub)
         self.entities.append(node)
         self.by_head[tok.i] = node
         # superlatives written inside the noun phrase ("the leftmost red circle")
@@ -214,6 +250,9 @@ class _Builder:
         roots = [t for t in doc if t.dep_ == "ROOT" or t.head is t]
         if not self.heads:
             text = self.normalised
+            if any(_word(t) in ALL_SPATIAL or _word(t) in ORDINALS for t in doc):
+                return self.implicit_entity(
+                    "no noun before the spatial words: any object (uniform)")
             node = self.implicit_entity("no noun phrase found: the whole expression is scored",
                                         text=text)
             if not text:
@@ -235,7 +274,9 @@ class _Builder:
         words = [_word(t) for t in path]
         pred, kw, _ = _relation_from_path(words)
         if pred is not None and _is_partitive(words):
-            return self.new_entity(first, f"partitive: {' '.join(words)!r} + noun phrase")
+            node = self.new_entity(first, f"partitive: {' '.join(words)!r} + noun phrase")
+            node.count = 1  # "the taller of the two men" is one man
+            return node
         if pred is not None:
             return self.implicit_entity(
                 f"no noun before the relation {kw!r}: any object (uniform)")
@@ -280,15 +321,32 @@ class _Builder:
                                           f"possessive: {dst.span!r} owns {src.head!r}"))
             return
         pred, kw, k = _relation_from_path(words)
+        if pred is None and words[:1] in (["to"], ["from"]):
+            # "the nearest star to the circle": the distance word sits inside the noun phrase
+            wanted = NEAR_TO if words[0] == "to" else FAR_FROM
+            inside = [self.doc[i] for i in src.token_ids if _word(self.doc[i]) in wanted]
+            if inside:
+                pred, kw, k = (NEAR if words[0] == "to" else FAR), _word(inside[0]), 0
+                self.consumed.add(inside[0].i)
         if pred is None:
             how = " ".join(words) or tok.dep_
             rule = f"no spatial keyword on the path {how!r}: shown, not scored"
             src.relations.append(Relation(None, [dst.id], None, words, neg, rule))
+            if any(w in ALL_SPATIAL for w in words):  # "the kite highest in the sky"
+                self.leaf_groups.append((src, path, "superlative on a non-spatial path"))
             return
         self.consumed.update(t.i for t in path[: k + 2])
         if k > 0:  # earlier keywords on the same path act on the source ("top circle left of")
             self.leaf_groups.append((src, path[:k], "keyword before a relation"))
         targets, rule = [dst.id], f"keyword {kw!r} -> {pred}"
+        key_tok = path[k] if 0 <= k < len(path) else None
+        if (key_tok is not None and pred in (LEFT, RIGHT, ABOVE, BELOW)
+                and any(_word(c) in EXTREME_MODIFIERS for c in key_tok.children)):
+            # "on the far left of the couch": the extreme inside the couch, not beside it
+            src.superlatives.append(Superlative(pred, kw, 1, f"'far {kw}' of {dst.span!r}"))
+            src.relations.append(Relation(WITHIN, targets, kw, words, neg,
+                                          f"'far {kw} of': within {dst.span!r}, {kw}most"))
+            return
         if pred == BETWEEN:
             conj = [c for c in tok.children if c.dep_ == "conj" and c.i in self.heads]
             if conj:
@@ -305,7 +363,17 @@ class _Builder:
         ranks: dict[int, int] = {}
         for node, tokens, why in self.leaf_groups:
             toks = [t for t in tokens if t.i not in self.consumed]
+            turn = [t for t in toks if _word(t) in ORIENTATION_VERBS]
+            if turn:  # "zebra facing left": how it is turned, scored by IPS, not a position
+                extra = [t for t in toks if t.i > turn[0].i]
+                node.text = " ".join([node.text or node.head, *(_word(t) for t in
+                                                                [turn[0], *extra])]).strip()
+                node.notes.append(f"{_word(turn[0])!r} + direction: an orientation (IPS text), "
+                                  f"not a position")
+                self.consumed.update(t.i for t in toks)
+                continue
             words = [_word(t) for t in toks]
+            negated = _negated(toks) or _negated([t.head for t in toks])
             found, rank, unused = _superlatives_from_words(words)
             if rank > 1:
                 ranks[node.id] = rank
@@ -313,7 +381,8 @@ class _Builder:
             for pred, kw in found:
                 if any(s.predicate == pred for s in node.superlatives):
                     continue
-                node.superlatives.append(Superlative(pred, kw, 1, f"{why}: {phrase!r}"))
+                node.superlatives.append(Superlative(pred, kw, 1, f"{why}: {phrase!r}",
+                                                     negated=negated))
             for w in unused:
                 node.notes.append(f"relation word {w!r} has no second entity: ignored")
         for node in self.entities:
@@ -332,22 +401,43 @@ class _Builder:
                 else:
                     node.notes.append(f"ordinal {rank} without a direction: ignored")
 
-    def lift_superlatives(self) -> None:
-        """"man with a hat on the left": the superlative of an entity linked by a non-spatial
-        relation describes the head it hangs from (the reference crashes here)."""
+    def lift_and_fold(self) -> None:
+        """Non-spatial links ("with", a verb, a possessive) describe the entity they hang from:
+
+        - a superlative of the linked entity is lifted to it ("man with a hat on the left": the
+          man is leftmost);
+        - a spatial relation of the linked entity is lifted too, except across "of" ("horse
+          eating grass near the fence": the horse is near the fence);
+        - the linked words are folded into its IPS text, as the reference does ("the kid in
+          the red shirt" is scored as a whole)."""
         for node in self.entities:
             for rel in node.relations:
                 if rel.predicate is not None:
                     continue
                 for tid in rel.targets:
                     child = self.entities[tid]
-                    if not child.superlatives or any(r.predicate for r in child.relations):
-                        continue
-                    for s in child.superlatives:
-                        if not any(x.predicate == s.predicate for x in node.superlatives):
-                            s.rule = f"lifted from {child.head!r} (linked without a spatial word)"
-                            node.superlatives.append(s)
-                    child.superlatives = []
+                    spatial = [r for r in child.relations if r.predicate]
+                    if child.superlatives and not spatial:
+                        for s in child.superlatives:
+                            if not any(x.predicate == s.predicate for x in node.superlatives):
+                                s.rule = (f"lifted from {child.head!r} (linked without a "
+                                          f"spatial word)")
+                                node.superlatives.append(s)
+                        child.superlatives = []
+                    if spatial and rel.path != ["of"] and not rel.rule.startswith("possessive"):
+                        for r in spatial:
+                            r.rule += f"; lifted from {child.head!r} (linked by {rel.path!r})"
+                            node.relations.append(r)
+                        child.relations = [r for r in child.relations if not r.predicate]
+                    if rel.negated:  # IPS cannot score "not wearing a hat"
+                        node.notes.append(f"negated description {' '.join(rel.path)!r} "
+                                          f"{child.span!r}: not scored")
+                    elif child.text and not child.generic and node.text:
+                        if rel.rule.startswith("possessive"):
+                            node.text = f"{child.text}'s {node.text}"
+                        else:
+                            words = [w for w in rel.path if w not in ALL_SPATIAL]
+                            node.text = " ".join([node.text, *words, child.text])
 
     def build(self) -> ParseTree:
         head = self.choose_head()
@@ -355,7 +445,7 @@ class _Builder:
         for r in roots:
             self.walk(r, head, [])
         self.resolve_superlatives()
-        self.lift_superlatives()
+        self.lift_and_fold()
         tokens = [{"i": t.i, "text": t.text, "dep": t.dep_, "pos": t.pos_, "head": t.head.i}
                   for t in self.doc]
         return ParseTree(self.expression, self.normalised, self.entities, tokens, self.notes,

@@ -21,7 +21,9 @@ from .reclip_words import (
     MIDDLE,
     NEAR,
     RIGHT,
+    SHORTER,
     SMALLER,
+    TALLER,
     WITHIN,
 )
 
@@ -52,6 +54,10 @@ def relation_matrix(predicate: str, boxes: np.ndarray, image_size: tuple[int, in
         s = cy[:, None] < cy[None, :]
     elif predicate == BELOW:
         s = cy[:, None] > cy[None, :]
+    elif predicate in (TALLER, SHORTER):
+        height = b[:, 3] - b[:, 1]
+        s = (height[:, None] > height[None, :]) if predicate == TALLER else (
+            height[:, None] < height[None, :])
     elif predicate == BIGGER:
         s = area[:, None] > area[None, :]
     elif predicate == SMALLER:
@@ -137,7 +143,9 @@ def apply_superlative(p: np.ndarray, sup: Superlative, boxes: np.ndarray,
                       image_size: tuple[int, int]) -> tuple[np.ndarray, str | None]:
     """Reference (rank 1): ``p[i] <- normalise(p[i] * sum_j p[j] S[i, j])``.
 
-    Rank k > 1 (ours): with candidate weights ``c = min(1, p / (0.1 max p))`` and
+    Negated (ours, "not on the left"): ``p[i] <- normalise(p[i] * (1 - s[i] / max s))`` with
+    ``s`` the superlative's result. Rank k > 1 (ours): with candidate weights
+    ``c = min(1, p / (0.1 max p))`` and
     ``n_i = sum_j c_j S[j, i]`` (candidates further to that side than i),
     ``p[i] <- normalise(p[i] * exp(-(n_i - (k - 1))^2 / 0.5))``."""
     s = relation_matrix(sup.predicate, boxes, image_size, weights=p)
@@ -147,6 +155,8 @@ def apply_superlative(p: np.ndarray, sup: Superlative, boxes: np.ndarray,
         c = np.minimum(1.0, p / max(0.1 * p.max(), 1e-30))
         n_better = s.T @ c
         new = _normalise(p * np.exp(-((n_better - (sup.rank - 1)) ** 2) / 0.5))
+    if sup.negated and new is not None:  # "not on the left": every candidate but the extreme
+        new = _normalise(p * (1.0 - new / new.max()))
     if new is None:
         return p, f"superlative {sup.name} left no candidate: ignored"
     return new, None

@@ -17,11 +17,13 @@ class Superlative:
     keyword: str
     rank: int = 1
     rule: str = ""
+    negated: bool = False
 
     @property
     def name(self) -> str:
         base = SUPERLATIVE_NAMES.get(self.predicate, self.predicate)
-        return base if self.rank == 1 else f"{base} #{self.rank}"
+        base = base if self.rank == 1 else f"{base} #{self.rank}"
+        return f"not {base}" if self.negated else base
 
     def to_dict(self) -> dict:
         return {**asdict(self), "name": self.name}
@@ -57,6 +59,7 @@ class EntityNode:
     rule: str
     generic: bool = False
     plural: bool = False
+    count: int = 1
     relations: list[Relation] = field(default_factory=list)
     superlatives: list[Superlative] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

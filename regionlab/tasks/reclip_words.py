@@ -14,6 +14,7 @@ import re
 LEFT, RIGHT, ABOVE, BELOW = "left_of", "right_of", "above", "below"
 BIGGER, SMALLER, WITHIN = "bigger", "smaller", "within"
 CONTAINS, NEAR, FAR, BETWEEN, MIDDLE = "contains", "near", "far", "between", "middle"
+TALLER, SHORTER = "taller", "shorter"
 
 #: The reference's relation keywords (METHODS.md 3.2).
 REFERENCE_RELATIONS: dict[str, frozenset[str]] = {
@@ -46,6 +47,8 @@ EXTRA_RELATIONS: dict[str, frozenset[str]] = {
     NEAR: frozenset({"next", "beside", "near", "nearby", "by", "close", "adjacent", "alongside",
                      "touching", "neighbouring", "neighboring"}),
     FAR: frozenset({"far", "away", "distant"}),
+    TALLER: frozenset({"taller"}),
+    SHORTER: frozenset({"shorter"}),
     BETWEEN: frozenset({"between", "amid", "amidst"}),
 }
 EXTRA_SUPERLATIVES: dict[str, frozenset[str]] = {
@@ -59,7 +62,13 @@ EXTRA_SUPERLATIVES: dict[str, frozenset[str]] = {
     SMALLER: frozenset({"farthest", "farther"}),
     MIDDLE: frozenset({"middle", "center", "centre", "central", "centermost", "centremost",
                        "mid", "midmost", "centered", "centred"}),
+    TALLER: frozenset({"tallest", "taller"}),
+    SHORTER: frozenset({"shortest", "shorter"}),
 }
+# "frontmost" / "front most": nearest the viewer, read like the reference's "front" (lowest in
+# the image); "backmost"/"rearmost" like its "back" (highest).
+EXTRA_SUPERLATIVES[BELOW] = EXTRA_SUPERLATIVES[BELOW] | {"frontmost", "foremost"}
+EXTRA_SUPERLATIVES[ABOVE] = EXTRA_SUPERLATIVES[ABOVE] | {"backmost", "rearmost", "hindmost"}
 
 
 def _union(a: dict, b: dict) -> dict[str, frozenset[str]]:
@@ -69,6 +78,7 @@ def _union(a: dict, b: dict) -> dict[str, frozenset[str]]:
 RELATIONS = _union(REFERENCE_RELATIONS, EXTRA_RELATIONS)
 SUPERLATIVES = _union(REFERENCE_SUPERLATIVES, EXTRA_SUPERLATIVES)
 SUPERLATIVE_NAMES = {LEFT: "leftmost", RIGHT: "rightmost", ABOVE: "topmost", BELOW: "bottommost",
+                     TALLER: "tallest", SHORTER: "shortest",
                      BIGGER: "biggest", SMALLER: "smallest", MIDDLE: "middle"}
 #: Distance words: with "to"/"from" and a second entity they are distance relations.
 NEAR_TO = frozenset({"closest", "nearest", "closer", "nearer", "close", "next"})
@@ -90,6 +100,19 @@ LEXICON_NOUNS = frozenset({"circle", "circles", "square", "squares", "triangle",
 ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
             "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}
 NEGATIONS = frozenset({"not", "n't", "never", "no"})
+#: The viewer is not a box: "closest to the camera" is a superlative (closest = biggest, the
+#: reference's size proxy for distance), not a relation to a "camera" proposal.
+VIEWER_WORDS = frozenset({"camera", "cameras", "viewer", "photographer", "lens", "us", "me",
+                          "you", "observer"})
+#: Verbs of orientation: "zebra facing left" describes the zebra (scored by IPS), not where it is.
+ORIENTATION_VERBS = frozenset({"facing", "faces", "looking", "looks", "pointing",
+                               "points", "turned", "turning", "heading", "headed", "walking",
+                               "running", "moving", "going", "flying", "driving", "leaning",
+                               "gazing", "staring", "glancing"})
+#: Words that make a number of objects: "the two people on the left" returns two boxes.
+COUNTS = {"two": 2, "three": 3, "four": 4, "five": 5, "both": 2, "pair": 2, "couple": 2}
+#: "the far left of the couch": an extreme inside the object, not beside it.
+EXTREME_MODIFIERS = frozenset({"far", "very", "extreme"})
 _MODIFIER_DEPS = frozenset({"amod", "compound", "nummod", "det", "quantmod", "nmod", "predet"})
 _SUBJ_OBJ = frozenset({"nsubj", "nsubjpass", "dobj", "attr", "appos", "pobj", "npadvmod", "oprd"})
 ALL_SPATIAL = frozenset().union(*RELATIONS.values(), *SUPERLATIVES.values(), NEAR_TO, FAR_FROM)
@@ -97,7 +120,8 @@ ALL_SPATIAL = frozenset().union(*RELATIONS.values(), *SUPERLATIVES.values(), NEA
 
 # ------------------------------------------------------------------------------ normalising
 
-_MOST = re.compile(r"\b(left|right|top|bottom|upper|lower|east|west|north|south|center|centre)"
+_MOST = re.compile(r"\b(left|right|top|bottom|upper|lower|east|west|north|south|center|centre|"
+                   r"front|back|rear)"
                    r"[\s-]+most\b")
 _HAND = re.compile(r"\b(left|right)[\s-]+hand(ed)?\b")
 _NUM_ORD = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
