@@ -348,8 +348,13 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         export_btn.click(ui_errors(h.export),
                          [state, clip_dd, sam_dd, device_dd, engine, iterations, lr, alpha,
                           resolution], [export_file], api_name="session_export", **hidden)
+        # Choosing a model loads it in its own group, never on the shared model queue: a slow or
+        # failing load (a model that cannot be had fails within seconds, see models/hub.py)
+        # does not hold other sessions' model calls.
+        loading = {"concurrency_id": "load", "concurrency_limit": 2}
         clip_dd.input(ui_errors(h.clip_defaults), [clip_dd, device_dd],
-                      [iterations, lr, alpha, resolution], **quiet, **model)
+                      [iterations, lr, alpha, resolution], api_name="session_clip_defaults",
+                      **hidden, **loading)
     demo.queue(default_concurrency_limit=8)
     return demo
 
