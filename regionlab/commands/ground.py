@@ -13,7 +13,7 @@ NAME = "ground"
 HELP = "ground a referring expression among boxes, masks or automatic proposals (ReCLIP)"
 MANIFEST_KEYS = ("image (path), expression, boxes ([[x0, y0, x1, y1], ...] or a JSON file), "
                  "masks (list of mask paths), detections (JSON file), image_id, scorer, models, "
-                 "blur_sigma, area_prior, no_parser")
+                 "blur_sigma, area_prior, no_parser, combine, temperature")
 
 
 def add_arguments(p) -> None:
@@ -37,13 +37,21 @@ def add_arguments(p) -> None:
     p.add_argument("--area-prior", action="store_true",
                    help="drop proposals smaller than 5%% of the image (ReCLIP's prior)")
     p.add_argument("--no-parser", action="store_true", help="IPS alone (no relation parser)")
+    p.add_argument("--combine", default="tree", choices=["tree", "calibrated", "reference"],
+                   help="how CLIP and the parse tree decide: tree (default: the tree's own "
+                        "distribution), calibrated (IPS(full) x tree at the model's logit "
+                        "scale), reference (ReCLIP: IPS(full) x tree at 100 * cos)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="softmax temperature (default: 16 for tree, 24 for calibrated, 1 for "
+                        "reference; chosen on validation scenes of the bundled CLIP)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
     item = {"boxes": args.boxes, "masks": args.mask or None, "detections": args.detections,
             "image_id": args.image_id, "scorer": args.scorer, "models": args.models,
             "blur_sigma": args.blur_sigma, "area_prior": args.area_prior,
-            "no_parser": args.no_parser}
+            "no_parser": args.no_parser, "combine": args.combine,
+            "temperature": args.temperature}
     if not manifest:
         item["image"] = args.image
         item["expression"] = args.expression
@@ -88,7 +96,9 @@ def run(item: dict, args, out_dir) -> dict:
         proposals = None  # automatic proposals
     options = GroundingOptions(blur_sigma=item.get("blur_sigma"),
                                area_prior=bool(item.get("area_prior")),
-                               use_parser=not item.get("no_parser"))
+                               use_parser=not item.get("no_parser"),
+                               combine=item.get("combine") or "tree",
+                               temperature=item.get("temperature"))
     models = item.get("models")
     result = ground(image, item["expression"], proposals=proposals,
                     scorer=item.get("scorer") or "ips", models=models, options=options)

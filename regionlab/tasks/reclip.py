@@ -512,6 +512,8 @@ class GroundingResult:
     proposals: Proposals
     timing: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    combine: str = "tree"
+    temperature: float = 1.0
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -526,6 +528,8 @@ class GroundingResult:
             "ips_probs": self.ips_probs,
             "node_probs": {str(k): v for k, v in self.node_probs.items()},
             "used_tree": self.used_tree,
+            "combine": self.combine,
+            "temperature": self.temperature,
             "expression": self.expression,
             "scorer": self.scorer,
             "models": self.models,
@@ -627,6 +631,8 @@ def ground_features(features: ProposalFeatures, expression: str,
         proposals=props,
         timing=timing,
         notes=notes,
+        combine=opts.combine,
+        temperature=opts.effective_temperature,
     )
 
 

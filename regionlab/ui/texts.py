@@ -9,6 +9,8 @@ the tabs below. Every button here is also a named API endpoint (see "Use via API
 REGIONS = """**Making regions.** *Include* / *Exclude* clicks refine the active region (SAM when its
 weights are available, otherwise a classical colour-growing segmenter through the same
 interface). *Box* mode takes two clicks (opposite corners). *New region* starts another one.
+*Undo click* takes back the latest click (repeat it for earlier ones). An *Exclude* click
+only ever removes pixels from the region.
 *Brush*: paint on layers in the editor, one region per layer. *Proposals*: class-agnostic masks
 found automatically. Regions are redrawn on the original image; select, rename or delete them.
 """
@@ -31,6 +33,12 @@ crop of the box and the whole image blurred except the box, both compared with "
 the head noun, related objects and relations ("left of", "above", "bigger") and superlatives
 ("leftmost", "largest"); these are applied as simple geometric rules over the boxes and
 combined with the CLIP scores. The parse tree shows which rule fired.
+
+*Combination*: **tree** (default) lets the parse tree decide once a spatial word occurs, so
+CLIP's confident but spatially blind score of the whole sentence cannot overrule it;
+**reference** is ReCLIP's `IPS(sentence) x tree` at `100 * cos`; **calibrated** is that product
+at the model's own logit scale. *Temperature* (0 = the default of the combination) flattens
+CLIP's scores before the tree's rules apply.
 """
 
 LABELLING = """**How it works: OVSeg-style labelling.** Class-agnostic masks (your regions, or

@@ -1,0 +1,141 @@
+"""What the app's Grounding tab answers on its own example scenes (issue 26).
+
+Every example scene, ground-truth boxes as proposals, the default options: the tab's "Try"
+expressions and biggest/smallest/leftmost/rightmost of each shape present must pick the object
+that geometry says (expressions with no clear answer -- a near tie, or no such object -- are
+skipped, and the test checks that enough remain).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regionlab.models import get_spec
+from regionlab.tasks.reclip import embed_proposals, ground_features, proposals_from_boxes
+from regionlab.ui import examples
+
+MARGIN = 3.0  # px between centres
+RATIO = 1.3  # between areas
+
+
+def _clear_extreme(values: np.ndarray, largest: bool, ratio: bool) -> int | None:
+    order = np.argsort(-values if largest else values)
+    if len(values) == 1:
+        return int(order[0])
+    a, b = values[order[0]], values[order[1]]
+    if ratio:
+        ok = (a >= RATIO * b) if largest else (b >= RATIO * a)
+    else:
+        ok = abs(a - b) > MARGIN
+    return int(order[0]) if ok else None
+
+
+def expected_answers(scene) -> dict[str, int]:
+    """Expression -> the index of the object it refers to, from the scene's geometry."""
+    objs = scene.objects
+    boxes = np.asarray([o.box for o in objs], dtype=float)
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    out: dict[str, int] = {}
+
+    def pick(text: str, idx: list[int], values: np.ndarray, largest: bool, ratio: bool) -> None:
+        k = _clear_extreme(values[idx], largest, ratio) if idx else None
+        if k is not None:
+            out[text] = idx[k]
+
+    everything = list(range(len(objs)))
+    labels = [o.label for o in objs]
+    if labels.count("red star") == 1:
+        out["the red star"] = labels.index("red star")
+    pick("the red shape on the right", [i for i, o in enumerate(objs) if o.colour == "red"],
+         cx, True, False)
+    if labels.count("blue circle") == 1:
+        b = labels.index("blue circle")
+        above = [i for i in everything if i != b and cy[b] - cy[i] > MARGIN]
+        unclear = [i for i in everything if i != b and abs(cy[b] - cy[i]) <= MARGIN]
+        if len(above) == 1 and not unclear:
+            out["the shape above the blue circle"] = above[0]
+    pick("the biggest shape", everything, area, True, True)
+    pick("the smallest shape", everything, area, False, True)
+    for shape in sorted({o.shape for o in objs}):
+        idx = [i for i, o in enumerate(objs) if o.shape == shape]  # one: it is every extreme
+        pick(f"the biggest {shape}", idx, area, True, True)
+        pick(f"the smallest {shape}", idx, area, False, True)
+        pick(f"the leftmost {shape}", idx, cx, False, False)
+        pick(f"the rightmost {shape}", idx, cx, True, False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip():
+    ok, why = get_spec("shapes-clip", "clip").available()
+    if not ok:
+        pytest.skip(f"bundled CLIP not available: {why}")
+    from regionlab.models import load_clip
+
+    return load_clip("shapes-clip")
+
+
+def test_try_expressions_are_the_ones_checked():
+    """The expressions checked below include every "Try" example of the Grounding tab."""
+    from regionlab.ui.layout import GROUNDING_EXAMPLES
+
+    assert set(GROUNDING_EXAMPLES) <= GROUNDING_EXAMPLES_CHECKED
+
+
+def _grounded(clip, keep) -> tuple[list[str], int]:
+    wrong, checked = [], 0
+    for seed in examples.SCENE_SEEDS:
+        sc = examples.scene(seed)
+        boxes = np.asarray([o.box for o in sc.objects], dtype=float)
+        props = proposals_from_boxes(boxes, sc.image.shape[:2], "ground-truth")
+        feats = embed_proposals(sc.image, props, "ips", [clip])
+        for text, target in expected_answers(sc).items():
+            if not keep(text):
+                continue
+            res = ground_features(feats, text)
+            checked += 1
+            if res.index != target:
+                wrong.append(f"scene {seed}: {text!r} -> {sc.objects[res.index].label}, "
+                             f"expected {sc.objects[target].label}")
+    return wrong, checked
+
+
+def _generic(text: str) -> bool:
+    return "shape" in text or text in GROUNDING_EXAMPLES_CHECKED
+
+
+GROUNDING_EXAMPLES_CHECKED = {"the red star", "the red shape on the right",
+                              "the shape above the blue circle", "the biggest shape"}
+
+
+def test_try_expressions_and_generic_superlatives_are_right_on_every_scene(clip):
+    """The Try expressions and biggest/smallest/leftmost/rightmost shape: all right (14 of 14
+    when written; the reference combination got 7)."""
+    wrong, checked = _grounded(clip, _generic)
+    assert checked >= 12, checked
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the bundled CLIP cannot tell a shape by its name alone on these 448 px scenes: 'the "
+    "biggest circle' etc. are right 36 of 70 times (reference combination 39 of 70); on 64 px "
+    "validation scenes a bare shape name ('the star') is found 78% of the time against 96% "
+    "with its colour. The parse trees are right; the fix is the CLIP (issue 27)"))
+def test_superlatives_of_each_shape_are_right_on_every_scene(clip):
+    wrong, checked = _grounded(clip, lambda t: not _generic(t))
+    assert checked >= 60, checked
+    assert not wrong, "\n".join(wrong)
+
+
+def test_biggest_and_smallest_differ_on_every_scene(clip):
+    """The issue's first symptom: both picked the same (smallest) object on 5 of 6 scenes."""
+    for seed in examples.SCENE_SEEDS:
+        sc = examples.scene(seed)
+        boxes = np.asarray([o.box for o in sc.objects], dtype=float)
+        props = proposals_from_boxes(boxes, sc.image.shape[:2], "ground-truth")
+        feats = embed_proposals(sc.image, props, "ips", [clip])
+        big = ground_features(feats, "the biggest shape").index
+        small = ground_features(feats, "the smallest shape").index
+        assert big != small, seed
