@@ -30,12 +30,14 @@ SUBCOMMANDS = [
     "classify",
     "regions",
     "shapes_dataset",
+    "example_scene",
     "label",
     "segment",
     "proposals",
     "caption",
     "generate",
     "ground",
+    "eval",
 ]
 
 log = logging.getLogger("regionlab")

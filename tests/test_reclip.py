@@ -463,11 +463,49 @@ def test_reclip_jsonl_evaluator(tmp_path, clip):
     path = tmp_path / "refcoco_val.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines))
     res = evaluate_jsonl(path, tmp_path, models=[clip])
-    assert res["n"] == 3 and res["failed"] == 1
-    assert res["accuracy"] == 1.0 and res["ips_accuracy"] == pytest.approx(1 / 3)
+    # the missing image's sentence counts as wrong (reported as skipped)
+    assert res["n_sentences"] == 4 and res["skipped"] == 1
+    assert res["accuracy"] == pytest.approx(3 / 4) and res["ips_accuracy"] == pytest.approx(1 / 4)
+    assert res["by_kind"] == {"attribute": {"accuracy": 1.0, "n_sentences": 1},
+                              "relation": {"accuracy": 1.0, "n_sentences": 1},
+                              "skipped": {"accuracy": 0.0, "n_sentences": 1},
+                              "superlative": {"accuracy": 1.0, "n_sentences": 1}}
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps({"1": [{"bbox": a["bbox"]} for a in anns]}))
-    assert evaluate_jsonl(path, tmp_path, models=[clip], detections=dets)["accuracy"] == 1.0
+    assert evaluate_jsonl(path, tmp_path, models=[clip], detections=dets)["accuracy"] == 0.75
+
+
+def test_eval_ground_reads_the_reference_format(tmp_path, clip, monkeypatch, capsys):
+    """The ReCLIP files: "_NNN" suffixes on file names (stripped, as the reference does),
+    list-valued ann_id, xywh boxes; numbers computed by hand; the `regionlab eval ground` CLI."""
+    from regionlab import cli
+    from regionlab.eval.reclip import image_path
+
+    img, boxes = scene()  # 0 red (right), 1 red (left), 2 blue (middle)
+    Image.fromarray(img).save(tmp_path / "COCO_train2014_000000000001.png")
+    anns = [{"id": 10 + i, "bbox": [x0, y0, x1 - x0, y1 - y0], "category_id": 1}
+            for i, (x0, y0, x1, y1) in enumerate(boxes)]
+    lines = [
+        {"file_name": "COCO_train2014_000000000001_16.png", "image_id": 1, "ann_id": [11],
+         "anns": anns, "sentences": [{"raw": "red box on the left"},
+                                     {"raw": "the red box on the right"}]},
+        {"file_name": "COCO_train2014_000000000001_17.png", "image_id": 1, "ann_id": [12, 10],
+         "anns": anns, "sentences": [{"raw": "blue box"}, {"raw": "the rightmost red box"},
+                                     {"raw": "the box not on the left"}]},
+    ]
+    refs = tmp_path / "refcoco_testA.jsonl"
+    refs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert image_path(tmp_path, lines[0]["file_name"]).name == "COCO_train2014_000000000001.png"
+    monkeypatch.setattr("regionlab.tasks.reclip.resolve_models", lambda models: [clip])
+    code = cli.main(["eval", "ground", "--refs", str(refs), "--images", str(tmp_path), "--json",
+                     "--no-progress"])
+    out = json.loads(capsys.readouterr().out)
+    # by hand: line 1 gold = box 1 (left red): "on the left" right, "on the right" wrong;
+    # line 2 gold = box 2 or box 0: "blue box" -> 2 right, "rightmost red box" -> 0 right,
+    # "the box not on the left" -> not box 1 -> 0 or 2, right.  4 of 5.
+    assert code == 0 and out["n_sentences"] == 5 and out["skipped"] == 0
+    assert out["accuracy"] == pytest.approx(4 / 5)
+    assert out["by_kind"]["superlative"] == {"accuracy": 0.75, "n_sentences": 4}
 
 
 def test_shapes_expressions_are_deterministic_and_unambiguous():

@@ -12,6 +12,8 @@ sentence of the line reuses them; ReCLIP and IPS-only accuracies come from the s
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -50,17 +52,32 @@ def record_boxes(record: dict) -> tuple[np.ndarray, list]:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), ids
 
 
-def gold_box(record: dict) -> np.ndarray:
-    """The referred object's box (xyxy): the ``anns`` entry whose id is ``ann_id``, or the
-    line's own ``bbox``."""
+def gold_boxes(record: dict) -> np.ndarray:
+    """The referred object's box(es) (xyxy, (G, 4)): the ``anns`` entries whose id is
+    ``ann_id`` (an id or a list of ids, as in the ReCLIP files), or the line's own ``bbox``."""
     if "bbox" in record:
-        return np.asarray(_xywh_to_xyxy(record["bbox"]))
+        return np.asarray([_xywh_to_xyxy(record["bbox"])])
+    wanted = record.get("ann_id")
+    wanted = {str(w) for w in (wanted if isinstance(wanted, list) else [wanted])}
     boxes, ids = record_boxes(record)
-    for b, i in zip(boxes, ids):
-        if i is not None and str(i) == str(record.get("ann_id")):
-            return b
-    raise InputError(f"line for ann_id {record.get('ann_id')!r} has no gold box "
-                     f"(no 'bbox' and no matching id in 'anns')")
+    found = [b for b, i in zip(boxes, ids) if i is not None and str(i) in wanted]
+    if not found:
+        raise InputError(f"line for ann_id {record.get('ann_id')!r} has no gold box "
+                         f"(no 'bbox' and no matching id in 'anns')")
+    return np.asarray(found)
+
+
+_SUFFIX = re.compile(r"_\d+(\.[A-Za-z]+)$")
+
+
+def image_path(image_root: Path, file_name: str) -> Path:
+    """The image of a line: ``file_name`` itself, else with the ``_NNN`` suffix that the
+    ReCLIP files add (and the reference strips) removed."""
+    path = image_root / file_name
+    if path.is_file():
+        return path
+    stripped = image_root / _SUFFIX.sub(r"\1", file_name)
+    return stripped if stripped.is_file() else path
 
 
 def sentences(record: dict) -> list[str]:
@@ -70,67 +87,113 @@ def sentences(record: dict) -> list[str]:
     return out
 
 
+def expression_kind(tree) -> str:
+    """relation (a scored relation), superlative, or attribute (IPS alone)."""
+    if tree is None:
+        return "attribute"
+    if any(r.predicate for _, r in tree.relations):
+        return "relation"
+    return "superlative" if tree.superlatives else "attribute"
+
+
 def evaluate_jsonl(path, image_root, models=None, scorer: str = "ips", detections=None,
                    options: GroundingOptions | None = None, limit: int | None = None,
-                   log=None) -> dict:
-    """Accuracy (IoU > 0.5) of ReCLIP and of IPS alone on a ReCLIP JSONL split.
+                   log=None, progress: bool = False) -> dict:
+    """Accuracy (IoU > 0.5 with a gold box) of grounding and of IPS alone on a ReCLIP JSONL
+    split, overall and by expression kind.
 
     ``detections``: None (ground-truth boxes as proposals) or a detections JSON path.
-    ``limit`` caps the number of sentences; ``log(str)`` receives progress lines."""
+    ``limit`` caps the number of sentences; a sentence that cannot be run (missing image,
+    malformed line) counts as wrong and is reported under ``skipped``; ``log(str)`` receives
+    one line per skip; ``progress`` shows a progress bar (rate, ETA) on stderr."""
+    from ..tasks.reclip_parser import parse_expression
+
     path, image_root = Path(path), Path(image_root)
     if not path.is_file():
         raise InputError(f"JSONL file not found: {path}")
+    opts = options or GroundingOptions()
     det_data = None
     if detections is not None:
+        if not Path(detections).is_file():
+            raise InputError(f"detections file not found: {detections}")
         det_data = json.loads(Path(detections).read_text(encoding="utf-8"))
-    opts = options or GroundingOptions()
-    n = correct = correct_ips = failed = 0
-    t0 = time.perf_counter()
+    records = []
     with open(path, encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            if limit is not None and n >= limit:
-                break
-            record = json.loads(raw)
-            try:
-                image = load_image(image_root / record["file_name"])
-                if det_data is None:
-                    boxes, _ = record_boxes(record)
-                    props = proposals_from_boxes(boxes, image.shape[:2], "ground-truth")
-                else:
-                    boxes, scores = read_detections(det_data, image_id=record["image_id"])
-                    props = proposals_from_boxes(boxes, image.shape[:2], "detections", scores)
-                gold = gold_box(record)
-                feats = embed_proposals(image, props, scorer, models, opts)
-            except (InputError, KeyError, OSError) as exc:
-                failed += len(sentences(record)) or 1
-                if log:
-                    log(f"line {lineno}: skipped ({type(exc).__name__}: {exc})")
-                continue
-            for sent in sentences(record):
-                if limit is not None and n >= limit:
-                    break
+            if raw.strip():
                 try:
-                    res = ground_features(feats, sent, opts)
-                except InputError as exc:
-                    failed += 1
-                    if log:
-                        log(f"line {lineno}: sentence skipped ({exc})")
-                    continue
-                iou = box_iou(props.boxes, gold[None])[:, 0]
-                n += 1
-                correct += bool(iou[res.index] > IOU_THRESHOLD)
-                correct_ips += bool(iou[int(np.argmax(res.ips_probs))] > IOU_THRESHOLD)
-            if log and lineno % 100 == 0:
-                log(f"{lineno} lines, {n} sentences, acc {correct / max(n, 1):.4f}")
+                    records.append((lineno, json.loads(raw)))
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}, line {lineno}: not valid JSON ({exc})") from None
+    total = sum(len(sentences(r)) or 1 for _, r in records)
+    total = min(total, limit) if limit is not None else total
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="sentence", file=sys.stderr)
+    rows: list[dict] = []
+    skipped = 0
+    t0 = time.perf_counter()
+    for lineno, record in records:
+        if len(rows) >= total:
+            break
+        sents = sentences(record)[: total - len(rows)] or [""]
+        try:
+            image = load_image(image_path(image_root, str(record["file_name"])))
+            if det_data is None:
+                boxes, _ = record_boxes(record)
+                props = proposals_from_boxes(boxes, image.shape[:2], "ground-truth")
+            else:
+                boxes, scores = read_detections(det_data, image_id=record["image_id"])
+                props = proposals_from_boxes(boxes, image.shape[:2], "detections", scores)
+            gold = gold_boxes(record)
+            feats = embed_proposals(image, props, scorer, models, opts)
+        except (InputError, KeyError, OSError, TypeError, ValueError) as exc:
+            for sent in sents:
+                rows.append({"line": lineno, "sentence": sent, "kind": "skipped", "correct": 0,
+                             "ips_correct": 0})
+            skipped += len(sents)
+            if log:
+                log(f"line {lineno}: {len(sents)} sentence(s) skipped, counted wrong "
+                    f"({type(exc).__name__}: {exc})")
+            if bar:
+                bar.update(len(sents))
+            continue
+        iou = box_iou(props.boxes, gold).max(axis=1)
+        for sent in sents:
+            try:
+                tree = parse_expression(sent) if opts.use_parser else None
+                res = ground_features(feats, sent, opts, tree=tree)
+                rows.append({"line": lineno, "sentence": sent, "kind": expression_kind(tree),
+                             "correct": int(iou[res.index] > IOU_THRESHOLD),
+                             "ips_correct": int(iou[int(np.argmax(res.ips_probs))]
+                                                > IOU_THRESHOLD)})
+            except InputError as exc:
+                rows.append({"line": lineno, "sentence": sent, "kind": "skipped", "correct": 0,
+                             "ips_correct": 0})
+                skipped += 1
+                if log:
+                    log(f"line {lineno}: sentence skipped, counted wrong ({exc})")
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    n = len(rows)
+    by_kind = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        rs = [r for r in rows if r["kind"] == kind]
+        by_kind[kind] = {"accuracy": sum(r["correct"] for r in rs) / len(rs),
+                         "n_sentences": len(rs)}
     return {
         "file": str(path), "scorer": scorer,
         "proposals": "ground-truth" if detections is None else str(detections),
-        "n": n, "failed": failed,
-        "accuracy": correct / n if n else float("nan"),
-        "ips_accuracy": correct_ips / n if n else float("nan"),
-        "seconds": time.perf_counter() - t0,
+        "combine": opts.combine, "temperature": opts.effective_temperature,
+        "n_sentences": n, "skipped": skipped,
+        "accuracy": sum(r["correct"] for r in rows) / n if n else float("nan"),
+        "ips_accuracy": sum(r["ips_correct"] for r in rows) / n if n else float("nan"),
+        "by_kind": by_kind,
+        "seconds": round(time.perf_counter() - t0, 3),
     }
 
 
