@@ -2,31 +2,29 @@
 
 An expression is parsed with spaCy into an *entity tree*: the head entity (the noun phrase the
 expression is about), and for every entity its relations to other entities ("left of the blue
-square") and its superlatives ("the leftmost", "on the left"). The tree is combined with
-per-entity Isolated Proposal Scoring distributions by :func:`execute_tree`:
-
-- entity: ``p = IPS(entity text)``; then ``p <- normalise(p * r)`` per relation, with
-  ``r[i] = sum_j S[i, j] q[j]`` and ``q`` the (recursive) distribution of the related entity;
-- superlative: ``p[i] <- normalise(p[i] * sum_j p[j] S[i, j])``;
-- the caller multiplies ``IPS(full expression)`` by the head's ``p``; the tree is used only when a
-  relation or superlative keyword occurred (:attr:`ParseTree.uses_spatial`).
-
-Predicates over boxes (pairwise ``S[i, j]``, diagonal 0): ``left_of = 1[cx_i < cx_j]``,
-``above = 1[cy_i < cy_j]``, ``bigger = 1[area_i > area_j]``, ``within = area(i & j) / area(i)``
-(reference), and ours: ``contains`` (within, transposed), ``near`` (the nearest neighbour of j
-gets 1, others ``exp(-(d_ij - d_min_j) / (0.1 * diagonal))``), ``far`` (``d_ij / max_i d_ij``),
-``middle`` (closer to the candidates' p-weighted centroid) and the ternary ``between``.
+square") and its superlatives ("the leftmost", "on the left"). Keyword tables live in
+:mod:`.reclip_words` (a new word is one entry), the tree in :mod:`.reclip_tree`, scoring in
+:mod:`.reclip_scoring`; how tree and IPS make the final choice is ``GroundingOptions.combine``.
 
 Beyond the reference (each with a test): farthest/nearest, bottom/lower/upper/highest/lowest,
-topmost/bottommost, middle/center, next to/beside/near, k-th from a side (``rank``),
-negation ("not left of"), possessives ("the man's hat") and "man with a hat on the left" (the
-reference crashes there; we lift the superlative to the man), "between A and B" / "between the
-two squares" (the reference computes and then discards it), a relation with no noun before it
-("left of the star": an implicit, uniform head) and odd casing/punctuation. Named differences:
-the diagonal of ``within`` is 0 (an object does not support itself); "closest/nearest to X" and
-"farthest from X" are distance relations to X (the reference maps "closer" to ``bigger`` even
-with a "to"); without a "to"/"from" they keep the reference's meaning (``bigger`` / ``smaller``,
-a camera-distance proxy); spatial keywords are removed from an entity's IPS text.
+topmost/bottommost, tallest/shortest, frontmost, middle/center, next to/beside/near, k-th from a
+side with or without a noun ("the second from the left"), negation of relations and of
+superlatives ("not on the left"), the viewer ("closest to the camera" is a superlative, not a
+relation to a "camera" box), orientation ("zebra facing left" is IPS text, not a position),
+plurals with a count ("the two people on the left": ``EntityNode.count``), "far left of X"
+(leftmost within X), "between A and B" (the reference computes and then discards it), a relation
+with no noun before it ("left of the star": an implicit, uniform head), odd casing/punctuation.
+
+Named differences: the tree is used only when a relation or superlative is *extracted*
+(:attr:`ParseTree.uses_spatial`); the reference uses it whenever a keyword appears. Non-spatial
+links ("with a hat", "eating grass", a possessive) are folded into the IPS text of the entity
+they describe, as the reference does, and the linked entity's superlative or spatial relation
+is lifted to it ("man with a hat on the left": the man is leftmost; "horse eating grass near the
+fence": the horse is near the fence). The diagonal of ``within`` is 0; "closest/nearest (to) X"
+and "farthest from X" are distance relations to X (the reference maps "closer" to ``bigger``
+even with a "to"); without a second entity they keep the reference's ``bigger``/``smaller``;
+spatial keywords are removed from an entity's IPS text. (This text once said the reference
+crashes on "man with a hat on the left"; run on 92 expressions its parse never crashed.)
 """
 
 
