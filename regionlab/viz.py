@@ -188,3 +188,94 @@ def index_image(label_map: np.ndarray, colours: np.ndarray | None = None) -> Ima
     if top > 65535:
         raise ValueError(f"label map value {top} does not fit in a 16-bit PNG")
     return Image.fromarray(lm.astype(np.uint16))
+
+
+def _render(fig) -> np.ndarray:
+    """A matplotlib figure as an RGB uint8 array (Agg, no display, no global pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+@lru_cache(maxsize=16)
+def _colourbar(height: int, cmap: str, label: str, lo: float, hi: float,
+               ends: tuple[str, str]) -> np.ndarray:
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    fs = float(np.clip(height / 36, 7, 11))
+    width = int(round(fs * 9.5))
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    bar_h = max(0.3, 1 - 2 * (fs + 12) / height)  # room for the end words above and below
+    cax = fig.add_axes((0.08, (1 - bar_h) / 2, 0.22, bar_h))
+    cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=cax)
+    cb.ax.tick_params(labelsize=fs * 0.9, length=2, pad=1)
+    cb.set_ticks(np.linspace(lo, hi, 5 if height >= 160 else 3))
+    cb.ax.yaxis.set_major_formatter("{x:g}")
+    if label:
+        cb.set_label(label, fontsize=fs, labelpad=2)
+    if ends[1]:
+        fig.text(0.19, 1 - (1 - bar_h) / 4, ends[1], ha="center", va="center", fontsize=fs * 0.9)
+    if ends[0]:
+        fig.text(0.19, (1 - bar_h) / 4, ends[0], ha="center", va="center", fontsize=fs * 0.9)
+    out = _render(fig)
+    out.setflags(write=False)
+    return out
+
+
+def colourbar(height: int, cmap: str = "jet", label: str = "relevance", lo: float = 0.0,
+              hi: float = 1.0, ends: tuple[str, str] = ("low", "high")) -> np.ndarray:
+    """A vertical colour scale (RGB uint8, ``height`` px tall, white background) drawn by
+    matplotlib: the colour map from ``lo`` (bottom) to ``hi`` (top) with ticks, ``label``
+    along it and the words ``ends`` (bottom, top) at its ends."""
+    height = int(height)
+    if height < 32:
+        raise ValueError(f"a colour bar needs at least 32 px of height, got {height}")
+    return _colourbar(height, cmap, label, float(lo), float(hi), tuple(ends)).copy()
+
+
+def with_colourbar(image, cmap: str = "jet", label: str = "relevance", lo: float = 0.0,
+                   hi: float = 1.0, ends: tuple[str, str] = ("low", "high")) -> np.ndarray:
+    """A heatmap image with its colour scale (:func:`colourbar`) appended on its right."""
+    img = _as_rgb(image)
+    bar = colourbar(max(img.shape[0], 32), cmap, label, lo, hi, ends)
+    out = np.full((bar.shape[0], img.shape[1] + bar.shape[1], 3), 255, np.uint8)
+    out[: img.shape[0], : img.shape[1]] = img
+    out[:, img.shape[1]:] = bar
+    return out
+
+
+def line_chart(values, xlabel: str = "iteration", ylabel: str = "loss", width: int = 520,
+               height: int = 260, x0: int = 1, colour: str = "#4f46e5") -> np.ndarray:
+    """A line chart of ``values`` at x = ``x0``, ``x0`` + 1, ... (RGB uint8, ``width`` x
+    ``height``): integer x ticks only, at most about one per 60 px (MaxNLocator), so tick
+    labels never overlap however many points there are."""
+    return _render(_line_figure(values, xlabel, ylabel, width, height, x0, colour))
+
+
+def _line_figure(values, xlabel, ylabel, width, height, x0, colour):
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    y = np.asarray(values, np.float64).reshape(-1)
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    ax = fig.add_subplot()
+    x = np.arange(x0, x0 + len(y))
+    if len(y):
+        ax.plot(x, y, color=colour, lw=1.8, marker="o" if len(y) <= 30 else None, ms=3)
+        ax.set_xlim(x[0] - 0.5, x[-1] + 0.5) if len(y) > 1 else None
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=max(2, width // 60), integer=True,
+                                           min_n_ticks=1))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=max(2, height // 45)))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout(pad=0.4)
+    return fig

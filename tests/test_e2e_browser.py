@@ -105,3 +105,78 @@ def test_click_example_object_and_read_top_class(app_url, browser):
     assert row[5].startswith(top_class), row  # maskinversion (last column)
     assert row[2].startswith("red star"), row  # masked-crop
     assert not errors, errors
+
+
+def _legend_area(page, name: str = "region 1") -> int:
+    """The area in px the region legend shows for ``name``."""
+    import re
+
+    text = page.locator(".rl-legend").inner_text()
+    m = re.search(re.escape(name) + r"\s+\w+, (\d+) px", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_undo_custom_classes_and_colour_scale(app_url, browser):
+    """Undo takes back the latest click; typed custom classes are used (and the dropdown
+    says so); the heatmaps carry a colour scale (red = high at the top, blue = low at the
+    bottom); the loss chart is a picture."""
+    from regionlab.ui.examples import scene
+
+    objs = {o.label: o for o in scene(24).objects}
+    star, circle = objs["red star"], objs["blue circle"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(120_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.locator("#rl-examples .thumbnail-item").first.click()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#rl-canvas img');"
+        " return i && i.complete && i.naturalWidth === 448; }", timeout=120_000)
+    click_image_pixel(page, "#rl-canvas", *star.center)
+    page.wait_for_function("() => document.body.innerText.includes('click,')")
+    one = _legend_area(page)
+    click_image_pixel(page, "#rl-canvas", *circle.center)  # Include: region 1 takes the circle
+    page.wait_for_function(f"() => !document.querySelector('.rl-legend').innerText"
+                           f".includes(', {one} px')")
+    two = _legend_area(page)
+    page.locator("#rl-undo").click()
+    page.wait_for_function(f"() => document.querySelector('.rl-legend').innerText"
+                           f".includes(', {one} px')")
+    assert _legend_area(page) == one < two
+    # custom classes: typing switches the Vocabulary to custom, and they are what is ranked
+    page.locator("#rl-custom textarea").fill("blue circle, red star, green square")
+    page.wait_for_function(
+        "() => document.querySelector('#rl-vocab input').value === 'custom'")
+    page.locator("#rl-invert").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('#rl-invert-status');"
+        " return e && e.innerText.includes('→'); }", timeout=180_000)
+    status = page.locator("#rl-invert-status").inner_text()
+    table = page.locator("#rl-topk").inner_text()
+    assert "Vocabulary: custom: blue circle, red star, green square" in status, status
+    assert "red star" in table and "red cross" not in table, table  # shapes' own classes: not
+    # the colour scale beside the heatmap, read back from the shown PNG's pixels
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#rl-heat-after img');"
+        " return i && i.complete && i.naturalWidth > i.naturalHeight; }")
+    bar = page.locator("#rl-heat-after img").evaluate(
+        """img => { const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const x0 = img.naturalHeight, w = c.width - x0, h = c.height;
+            const d = g.getImageData(x0, 0, w, h).data;
+            let red = 0, blue = 0;
+            for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+              const k = 4 * (y * w + x), r = d[k], b = d[k + 2];
+              if (r > 150 && b < 80 && y < h / 4) red++;
+              if (b > 150 && r < 80 && y > 3 * h / 4) blue++; }
+            return {width: img.naturalWidth, height: h, red, blue}; }""")
+    loss_w = page.locator("#rl-loss img").evaluate("i => i.naturalWidth")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "e2e_undo_custom_colourbar.png"), full_page=True)
+    page.close()
+    assert bar["width"] > 448 + 40 and bar["red"] > 100 and bar["blue"] > 100, bar
+    assert loss_w >= 300
+    assert not errors, errors

@@ -13,22 +13,27 @@ def _thickness(shape: tuple[int, ...]) -> int:
 
 
 def overlay_regions(image: np.ndarray, masks: Sequence[np.ndarray],
-                    colours: Sequence[tuple[int, int, int]], alpha: float = 0.45,
+                    colours: Sequence[tuple[int, int, int]], alpha: float = 0.0,
                     highlight: int | None = None) -> np.ndarray:
-    """Masks filled with their colours (``alpha``) and outlined on a copy of ``image``;
-    the ``highlight`` region gets a thicker white-edged outline."""
+    """Regions outlined in their colours on a copy of ``image``, each outline on a white
+    halo so that it shows on any background; the ``highlight`` region's outline is thicker.
+
+    Inside the regions the image is left as it is by default, so objects keep their apparent
+    colours (a tinted blue circle under a green region looked teal); ``alpha`` > 0 adds a
+    tint of the region's colour. Outlines follow holes too."""
     out = image.astype(np.float32).copy()
-    for mask, colour in zip(masks, colours):
-        m = np.asarray(mask, dtype=bool)
-        out[m] = out[m] * (1 - alpha) + np.array(colour, np.float32) * alpha
+    if alpha > 0:
+        for mask, colour in zip(masks, colours):
+            m = np.asarray(mask, dtype=bool)
+            out[m] = out[m] * (1 - alpha) + np.array(colour, np.float32) * alpha
     out = np.clip(out, 0, 255).astype(np.uint8)
     t = _thickness(image.shape)
     for i, (mask, colour) in enumerate(zip(masks, colours)):
-        contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL,
+        contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_LIST,
                                        cv2.CHAIN_APPROX_NONE)
-        if i == highlight:
-            cv2.drawContours(out, contours, -1, (255, 255, 255), 3 * t)
-        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), t)
+        line = 2 * t if i == highlight else t
+        cv2.drawContours(out, contours, -1, (255, 255, 255), line + 2 * t)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), line)
     return out
 
 

@@ -313,8 +313,20 @@ def custom_after_choice(choice: str, custom: str) -> str:
     return custom if choice == CUSTOM else ""
 
 
-def _loss_frame(losses: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"iteration": np.arange(1, len(losses) + 1), "loss": losses})
+def loss_chart(losses: list[float]) -> np.ndarray:
+    """The loss curve as a picture (matplotlib: integer iteration ticks that never overlap)."""
+    from ..viz import line_chart
+
+    return line_chart(losses, xlabel="iteration", ylabel="loss")
+
+
+def heat_view(values: np.ndarray, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A LeGrad map over the image, the region's outline, and the colour scale on its right
+    (maps are scaled to [0, 1] per map)."""
+    from ..viz import with_colourbar
+
+    return with_colourbar(mask_outline(heatmap(values, image), mask),
+                          label="relevance (scaled per map)")
 
 
 def _topk_frame(top: list[dict]) -> pd.DataFrame:
@@ -331,14 +343,13 @@ def embedding_view(s: Session, region_name: str | None):
     names = inv["names"]
     r = names.index(region_name) if region_name in names else 0
     mask = inv["masks"][r]
-    before = mask_outline(heatmap(inv["initial_maps"][r], s.image), mask)
-    after = mask_outline(heatmap(inv["maps"][r], s.image), mask)
+    before = heat_view(inv["initial_maps"][r], s.image, mask)
+    after = heat_view(inv["maps"][r], s.image, mask)
     n_hist = len(inv["history"])
     last = max(n_hist - 1, 0)
     it_map = None
     if n_hist:
-        it_map = mask_outline(heatmap(np.asarray(inv["history"][last][r], np.float32), s.image),
-                              mask)
+        it_map = heat_view(np.asarray(inv["history"][last][r], np.float32), s.image, mask)
     top = inv["top"][r]
     table = pd.DataFrame({"rank": range(1, len(top) + 1), "class": [t["label"] for t in top],
                           "probability": [round(float(t["score"]), 4) for t in top]})
@@ -348,7 +359,7 @@ def embedding_view(s: Session, region_name: str | None):
     slider = gr.Slider(value=last, minimum=0, maximum=max(last, 1), step=1,
                        label="Replay the optimisation (recorded steps)")
     return (before, slider, it_map, after,
-            _loss_frame(inv["losses"]), _topk_frame(top), table)
+            loss_chart(inv["losses"]), _topk_frame(top), table)
 
 
 def on_invert(s: Session, clip: str, device: str, engine: str, iterations, lr, alpha,
@@ -402,7 +413,7 @@ def on_iteration(frame, name, s: Session):
     k = int(min(max(frame or 0, 0), len(inv["history"]) - 1))
     m = np.asarray(inv["history"][k][r], np.float32)
     label = f"After {inv['history_iterations'][k]} of {len(inv['losses'])} steps"
-    return gr.Image(mask_outline(heatmap(m, s.image), inv["masks"][r]), label=label)
+    return gr.Image(heat_view(m, s.image, inv["masks"][r]), label=label)
 
 
 def on_compare(s: Session, clip: str, device: str, vocab_choice: str, custom: str,
@@ -465,7 +476,8 @@ def _boxes_of(s: Session) -> list[tuple[int, int, int, int]]:
 
 
 def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
-              options: AppOptions, progress=gr.Progress()):
+              options: AppOptions, combine: str = "tree", temperature=None,
+              progress=gr.Progress()):
     s = s or Session()
     image = s.require_image()
     clip = check_model("clip", clip, options)
@@ -474,7 +486,8 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
         raise InputError("no regions yet: make some, or choose automatic proposals")
     progress(0.1, desc="grounding")
     t0 = time.perf_counter()
-    res = service.ground(image, expression, boxes=boxes, clip=clip, device=device or None)
+    res = service.ground(image, expression, boxes=boxes, clip=clip, device=device or None,
+                         combine=combine, temperature=temperature)
     view = grounding_view(image, res)
     s.results["ground"] = view["json"]
     s.results["ground_overlay"] = view["image"]
@@ -485,23 +498,32 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
 def grounding_view(image: np.ndarray, res) -> dict:
     """Drawing, probability table, parse tree and a one-line summary of a grounding result."""
     d = res.to_dict()
-    boxes, probs, chosen = d["boxes"], d["probs"], int(d["index"])
+    boxes, probs, chosen = d["boxes"], d["probs"], [int(i) for i in d["indices"]]
     out = image.copy()
     for i, b in enumerate(boxes):
-        if i != chosen:
+        if i not in chosen:
             out = draw_box(out, b, (170, 170, 170), f"{i}: {probs[i]:.2f}")
-    out = draw_box(out, boxes[chosen], (255, 215, 0), f"{chosen}: {probs[chosen]:.2f}",
-                   thickness=max(2, round(max(image.shape[:2]) / 120)))
+    for i in chosen:
+        out = draw_box(out, boxes[i], (255, 215, 0), f"{i}: {probs[i]:.2f}",
+                       thickness=max(2, round(max(image.shape[:2]) / 120)))
     table = pd.DataFrame({"proposal": list(range(len(boxes))),
                           "box": [str([round(v) for v in b]) for b in boxes],
                           "probability": [round(p, 4) for p in probs],
                           "CLIP only (IPS)": [round(p, 4) for p in d["ips_probs"]]})
-    how = ("the parse tree (relations / superlatives) re-weighted CLIP's scores"
-           if d["used_tree"] else "no spatial keyword: CLIP's isolated proposal scores alone")
-    summary = f"Chosen proposal **{chosen}** (p = {probs[chosen]:.2f}); {how}."
+    table = table.sort_values("probability", ascending=False, kind="stable")
+    how = (f"the parse tree decided ({res.combine} combination)" if d["used_tree"]
+           else "no spatial keyword: CLIP's isolated proposal scores alone")
+    which = ", ".join(f"**{i}** (p = {probs[i]:.2f})" for i in chosen)
+    summary = f"Chosen proposal {which}; {how}."
     if d["notes"]:
         summary += " " + " ".join(f"_{html.escape(str(n))}_" for n in d["notes"])
-    tree = {"tree": d["tree"], "entities": d["node_probs"]}
+    tree = res.tree.describe() if res.tree is not None else "(parser off: IPS alone)"
+    if d["node_probs"]:
+        tree += "\n\nper entity (IPS -> after its relations/superlatives):"
+        for eid, v in d["node_probs"].items():
+            best_ips, best_p = int(np.argmax(v["ips"])), int(np.argmax(v["p"]))
+            tree += (f"\n[{eid}] {v['text'] or '(any object)'}: IPS best {best_ips}, "
+                     f"final best {best_p} (p = {max(v['p']):.2f})")
     return {"image": out, "table": table, "tree": tree, "summary": summary, "json": d}
 
 
@@ -604,8 +626,10 @@ class Handlers:
     def generate(self, s: Session, generator, device, n, seed, steps, progress=gr.Progress()):
         return on_generate(s, generator, device, n, seed, steps, self.options, progress)
 
-    def ground(self, s: Session, expression, source, clip, device, progress=gr.Progress()):
-        return on_ground(s, expression, source, clip, device, self.options, progress)
+    def ground(self, s: Session, expression, source, clip, device, combine="tree",
+               temperature=None, progress=gr.Progress()):
+        return on_ground(s, expression, source, clip, device, self.options, combine, temperature,
+                         progress)
 
     def label(self, s: Session, classes, source, clip, device, progress=gr.Progress()):
         return on_label(s, classes, source, clip, device, self.options, progress)

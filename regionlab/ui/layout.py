@@ -20,6 +20,11 @@ from .handlers import CLICK_MODES, INCLUDE, MY_REGIONS, PROPOSALS, Handlers
 from .options import AppOptions, model_choices
 from .session import Session
 
+#: The Grounding tab's "Try" expressions (tests/test_grounding_examples.py checks the answers
+#: on every example scene).
+GROUNDING_EXAMPLES = ("the red star", "the red shape on the right",
+                      "the shape above the blue circle", "the biggest shape")
+
 CSS = """
 .rl-legend {list-style: none; padding-left: 0; margin: 0}
 .rl-legend li {margin: 2px 0}
@@ -112,6 +117,7 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                     mode = gr.Radio(list(CLICK_MODES), value=INCLUDE, label="Click mode",
                                     scale=3)
                     new_btn = gr.Button("New region", scale=1, elem_id="rl-new-region")
+                    undo_btn = gr.Button("Undo click", scale=1, elem_id="rl-undo")
                     prop_btn = gr.Button("Add proposals", scale=1)
                     max_props = gr.Slider(1, 32, value=8, step=1, label="max proposals",
                                           scale=1)
@@ -157,9 +163,12 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                     gr.Markdown(texts.EMBEDDING)
                 with gr.Row():
                     vocab_dd = gr.Dropdown(["shapes", "voc", "coco", "custom"],
-                                           value=default_vocab, label="Vocabulary")
-                    custom = gr.Textbox(label="Custom classes (comma-separated)",
-                                        placeholder="red star, blue circle, ...", scale=2)
+                                           value=default_vocab, label="Vocabulary",
+                                           elem_id="rl-vocab")
+                    custom = gr.Textbox(label="Custom classes (comma-separated; used when "
+                                              "given)",
+                                        placeholder="red star, blue circle, ...", scale=2,
+                                        elem_id="rl-custom")
                     templates = gr.Dropdown(["single", "vild", "imagenet"], value="single",
                                             label="Prompt templates")
                     top_k = gr.Slider(1, 10, value=5, step=1, label="top k")
@@ -169,15 +178,18 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                 view_dd = gr.Dropdown([], label="Show region", interactive=True)
                 with gr.Row():
                     before_img = gr.Image(label="Heatmap before (global embedding)",
-                                          format="png", interactive=False)
+                                          format="png", interactive=False,
+                                          elem_id="rl-heat-before")
                     with gr.Column():
                         iter_img = gr.Image(label="During optimisation", format="png",
                                             interactive=False)
                         iter_slider = gr.Slider(0, 1, value=0, step=1, label="Iteration")
                     after_img = gr.Image(label="Heatmap after (region embedding)",
-                                         format="png", interactive=False)
+                                         format="png", interactive=False,
+                                         elem_id="rl-heat-after")
                 with gr.Row():
-                    loss_plot = gr.LinePlot(x="iteration", y="loss", label="Loss", height=260)
+                    loss_plot = gr.Image(label="Loss", format="png", interactive=False,
+                                         elem_id="rl-loss", height=260)
                     topk_plot = gr.BarPlot(x="class", y="probability", label="Top classes",
                                            sort="-y", height=260, elem_id="rl-topk-plot")
                 topk_table = gr.Dataframe(headers=["rank", "class", "probability"],
@@ -213,9 +225,13 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                                             scale=3)
                     ground_src = gr.Radio([PROPOSALS, MY_REGIONS], value=PROPOSALS,
                                           label="Candidates")
-                gr.Examples([["the red star"], ["the red shape on the right"],
-                             ["the shape above the blue circle"], ["the biggest shape"]],
-                            inputs=[expression], label="Try")
+                gr.Examples([[e] for e in GROUNDING_EXAMPLES], inputs=[expression],
+                            label="Try")
+                with gr.Row():
+                    ground_combine = gr.Radio(["tree", "calibrated", "reference"], value="tree",
+                                              label="Combination", elem_id="rl-ground-combine")
+                    ground_temp = gr.Number(0, label="Temperature (0 = default)", minimum=0,
+                                            maximum=1000, elem_id="rl-ground-temperature")
                 ground_btn = gr.Button("Ground", variant="primary", elem_id="rl-ground")
                 ground_summary = gr.Markdown(elem_id="rl-ground-summary")
                 with gr.Row():
@@ -224,7 +240,9 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                     with gr.Column():
                         ground_table = gr.Dataframe(label="Per-proposal probability",
                                                     interactive=False)
-                        ground_tree = gr.JSON(label="Parse tree")
+                        ground_tree = gr.Textbox(label="Parse tree (entities, rules that fired)",
+                                                 lines=8, interactive=False,
+                                                 elem_id="rl-ground-tree")
 
             with gr.Tab("Labelling", id="labelling"):
                 gr.HTML(_missing("label"))
@@ -304,6 +322,8 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         session_trigger.click(ui_errors(h.click_at), [state, click_x, click_y, mode, sam_dd],
                               regions_out, api_name="session_click", **hidden, **model)
         new_btn.click(ui_errors(handlers.on_new_region), [state], regions_out, **quiet)
+        undo_btn.click(ui_errors(handlers.on_undo), [state], regions_out,
+                       api_name="session_undo", **hidden)
         prop_btn.click(ui_errors(handlers.on_proposals), [state, max_props, sam_dd], regions_out,
                        **quiet, **model)
         brush_tab.select(handlers.editor_value, [state], [editor], **quiet)
@@ -326,6 +346,12 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                          api_name="session_invert", **hidden, **model)
         view_dd.input(ui_errors(handlers.on_view_region), [view_dd, state], view_outputs,
                       **quiet)
+        # typed classes are used (handlers.vocab_of); the dropdown shows it, and choosing a
+        # built-in vocabulary empties the box
+        custom.input(lambda text, choice: handlers.vocab_choice_for(text, choice, default_vocab),
+                     [custom, vocab_dd], [vocab_dd], **quiet, show_progress="hidden")
+        vocab_dd.input(handlers.custom_after_choice, [vocab_dd, custom], [custom], **quiet,
+                       show_progress="hidden")
         iter_slider.input(ui_errors(handlers.on_iteration), [iter_slider, view_dd, state],
                           [iter_img], **quiet, show_progress="hidden")
         compare_btn.click(ui_errors(h.compare),
@@ -336,11 +362,12 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         gen_btn.click(ui_errors(h.generate),
                       [state, gen_dd, device_dd, gen_n, gen_seed, gen_steps],
                       [state, gen_gallery, timings], **quiet, **model)
-        ground_btn.click(ui_errors(h.ground), [state, expression, ground_src, clip_dd, device_dd],
+        ground_btn.click(ui_errors(h.ground), [state, expression, ground_src, clip_dd, device_dd,
+                                               ground_combine, ground_temp],
                          [state, ground_img, ground_table, ground_tree, ground_summary, timings],
                          **quiet, **model)
         expression.submit(ui_errors(h.ground), [state, expression, ground_src, clip_dd,
-                                                device_dd],
+                                                device_dd, ground_combine, ground_temp],
                           [state, ground_img, ground_table, ground_tree, ground_summary, timings],
                           **quiet, **model)
         label_btn.click(ui_errors(h.label), [state, classes, label_src, clip_dd, device_dd],
