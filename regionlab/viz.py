@@ -200,52 +200,53 @@ def _render(fig) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _colourbar(height: int, cmap: str, label: str, lo: float, hi: float,
+def _colourbar(width: int, cmap: str, label: str, lo: float, hi: float,
                ends: tuple[str, str]) -> np.ndarray:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     dpi = 100
-    fs = float(np.clip(height / 36, 7, 11))
-    width = int(round(fs * 9.5))
+    fs = float(np.clip(width / 45, 7, 10))
+    height = int(round(fs * 6.2))
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
-    bar_h = max(0.3, 1 - 2 * (fs + 12) / height)  # room for the end words above and below
-    cax = fig.add_axes((0.08, (1 - bar_h) / 2, 0.22, bar_h))
-    cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=cax)
+    side = (fs * 3.2) / width  # room for the end words left and right
+    cax = fig.add_axes((side, 0.62, 1 - 2 * side, 0.3))
+    cb = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=cax, orientation="horizontal")
     cb.ax.tick_params(labelsize=fs * 0.9, length=2, pad=1)
-    cb.set_ticks(np.linspace(lo, hi, 5 if height >= 160 else 3))
-    cb.ax.yaxis.set_major_formatter("{x:g}")
+    cb.set_ticks(np.linspace(lo, hi, 5 if width >= 200 else 3))
+    cb.ax.xaxis.set_major_formatter("{x:g}")
     if label:
-        cb.set_label(label, fontsize=fs, labelpad=2)
-    if ends[1]:
-        fig.text(0.19, 1 - (1 - bar_h) / 4, ends[1], ha="center", va="center", fontsize=fs * 0.9)
+        cb.set_label(label, fontsize=fs, labelpad=1)
     if ends[0]:
-        fig.text(0.19, (1 - bar_h) / 4, ends[0], ha="center", va="center", fontsize=fs * 0.9)
+        fig.text(side / 2, 0.77, ends[0], ha="center", va="center", fontsize=fs * 0.9)
+    if ends[1]:
+        fig.text(1 - side / 2, 0.77, ends[1], ha="center", va="center", fontsize=fs * 0.9)
     out = _render(fig)
     out.setflags(write=False)
     return out
 
 
-def colourbar(height: int, cmap: str = "jet", label: str = "relevance", lo: float = 0.0,
+def colourbar(width: int, cmap: str = "jet", label: str = "relevance", lo: float = 0.0,
               hi: float = 1.0, ends: tuple[str, str] = ("low", "high")) -> np.ndarray:
-    """A vertical colour scale (RGB uint8, ``height`` px tall, white background) drawn by
-    matplotlib: the colour map from ``lo`` (bottom) to ``hi`` (top) with ticks, ``label``
-    along it and the words ``ends`` (bottom, top) at its ends."""
-    height = int(height)
-    if height < 32:
-        raise ValueError(f"a colour bar needs at least 32 px of height, got {height}")
-    return _colourbar(height, cmap, label, float(lo), float(hi), tuple(ends)).copy()
+    """A horizontal colour scale (RGB uint8, ``width`` px wide, white background) drawn by
+    matplotlib: the colour map from ``lo`` (left) to ``hi`` (right) with ticks, ``label``
+    under it and the words ``ends`` (low, high) at its ends."""
+    width = int(width)
+    if width < 64:
+        raise ValueError(f"a colour bar needs at least 64 px of width, got {width}")
+    return _colourbar(width, cmap, label, float(lo), float(hi), tuple(ends)).copy()
 
 
 def with_colourbar(image, cmap: str = "jet", label: str = "relevance", lo: float = 0.0,
                    hi: float = 1.0, ends: tuple[str, str] = ("low", "high")) -> np.ndarray:
-    """A heatmap image with its colour scale (:func:`colourbar`) appended on its right."""
+    """A heatmap image with its colour scale (:func:`colourbar`) appended below it (below, not
+    beside: image viewers put their buttons in the top corners)."""
     img = _as_rgb(image)
-    bar = colourbar(max(img.shape[0], 32), cmap, label, lo, hi, ends)
-    out = np.full((bar.shape[0], img.shape[1] + bar.shape[1], 3), 255, np.uint8)
+    bar = colourbar(max(img.shape[1], 64), cmap, label, lo, hi, ends)
+    out = np.full((img.shape[0] + bar.shape[0], bar.shape[1], 3), 255, np.uint8)
     out[: img.shape[0], : img.shape[1]] = img
-    out[:, img.shape[1]:] = bar
+    out[img.shape[0]:] = bar
     return out
 
 

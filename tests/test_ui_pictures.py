@@ -15,20 +15,19 @@ def _near(pixels: np.ndarray, rgb, tol: float = 40) -> np.ndarray:
 
 
 def test_heatmaps_get_a_colour_scale_from_low_to_high():
-    img = np.full((300, 200, 3), 90, np.uint8)
+    img = np.full((200, 300, 3), 90, np.uint8)
     out = viz.with_colourbar(img, "jet")
-    assert out.shape[0] == 300 and out.shape[1] > 200 + 40
-    assert np.array_equal(out[:, :200], img)  # the heatmap itself is untouched
-    bar = out[:, 200:]
-    b = bar.astype(int)
+    assert out.shape[1] == 300 and out.shape[0] > 200 + 30
+    assert np.array_equal(out[:200], img)  # the heatmap itself is untouched
+    b = out[200:].astype(int)
     red = (b[..., 0] > 150) & (b[..., 2] < 80)
     blue = (b[..., 2] > 150) & (b[..., 0] < 80)
-    # high (red in jet) at the top, low (blue) at the bottom, over tens of rows each
-    assert red[:75].any(1).sum() > 20 and not red[225:].any()
-    assert blue[225:].any(1).sum() > 20 and not blue[:75].any()
-    assert (bar.reshape(-1, 3) < 60).all(1).sum() > 30  # dark text: ticks and words
-    assert viz.colourbar(448).shape[0] == 448
-    with pytest.raises(ValueError, match="32 px"):
+    # high (red in jet) on the right, low (blue) on the left, over tens of columns each
+    assert red[:, 225:].any(0).sum() > 20 and not red[:, :75].any()
+    assert blue[:, :75].any(0).sum() > 20 and not blue[:, 225:].any()
+    assert (b.reshape(-1, 3) < 60).all(1).sum() > 30  # dark text: ticks and words
+    assert viz.colourbar(448).shape[1] == 448
+    with pytest.raises(ValueError, match="64 px"):
         viz.colourbar(10)
 
 
@@ -88,5 +87,5 @@ def test_embedding_view_shows_heatmaps_with_scale_and_a_loss_picture():
     before, _, it_map, after, loss, _, _ = embedding_view(s, "region 1")
     for pic in (before, after, it_map.value if hasattr(it_map, "value") else it_map):
         assert pic is not None
-    assert before.shape[0] == 64 and before.shape[1] > 80 and after.shape == before.shape
+    assert before.shape[1] == 80 and before.shape[0] > 64 and after.shape == before.shape
     assert isinstance(loss, np.ndarray) and loss.ndim == 3
