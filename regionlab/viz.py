@@ -47,12 +47,19 @@ def _as_rgb(image) -> np.ndarray:
     return arr
 
 
-def mask_outline(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a boolean mask (inside pixels with a 4-neighbour outside)."""
+def mask_outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """Boundary band of a boolean mask: its pixels within ``width`` 4-neighbour steps of the
+    outside (``width`` 1: inside pixels with a 4-neighbour outside)."""
     m = np.asarray(mask, bool)
-    pad = np.pad(m, 1, constant_values=False)
-    interior = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    interior = m
+    for _ in range(max(1, int(width))):
+        pad = np.pad(interior, 1, constant_values=False)
+        interior = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:] & interior
     return m & ~interior
+
+
+def _outline_width(shape: tuple[int, ...]) -> int:
+    return max(1, round(max(shape[:2]) / 250))
 
 
 def colorize_label_map(label_map: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -67,9 +74,12 @@ def colorize_label_map(label_map: np.ndarray, colours: np.ndarray) -> np.ndarray
     return lut[lm]
 
 
-def label_map_overlay(image, label_map: np.ndarray, colours: np.ndarray, alpha: float = 0.55,
+def label_map_overlay(image, label_map: np.ndarray, colours: np.ndarray, alpha: float = 0.25,
                       outline: bool = True) -> np.ndarray:
-    """Blend class colours over the image where the label map is non-zero (0 stays as is)."""
+    """Blend class colours over the image where the label map is non-zero (0 stays as is),
+    each class outlined in its colour. The tint is light by default so that objects keep
+    their apparent colours (at 0.55 a red star under a green class colour looked olive); the
+    outline carries the class colour."""
     img = _as_rgb(image)
     lm = np.asarray(label_map)
     if lm.shape != img.shape[:2]:
@@ -80,14 +90,15 @@ def label_map_overlay(image, label_map: np.ndarray, colours: np.ndarray, alpha: 
     out[on] = (1 - alpha) * out[on] + alpha * col[on]
     if outline:
         for k in np.unique(lm[on]):
-            edge = mask_outline(lm == k)
+            edge = mask_outline(lm == k, _outline_width(lm.shape))
             out[edge] = col[edge]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def overlay_masks(image, masks, colours: np.ndarray | None = None, alpha: float = 0.5,
+def overlay_masks(image, masks, colours: np.ndarray | None = None, alpha: float = 0.25,
                   outline: bool = True) -> np.ndarray:
-    """Blend each boolean mask (P, H, W) in its colour over the image, later masks on top."""
+    """Blend each boolean mask (P, H, W) in its colour over the image, later masks on top,
+    outlined in that colour (a light tint by default: objects keep their colours)."""
     img = _as_rgb(image)
     ms = np.asarray(masks, bool)
     if ms.ndim == 2:
@@ -97,7 +108,7 @@ def overlay_masks(image, masks, colours: np.ndarray | None = None, alpha: float 
     for m, c in zip(ms, cols):
         out[m] = (1 - alpha) * out[m] + alpha * c.astype(np.float32)
         if outline:
-            out[mask_outline(m)] = c
+            out[mask_outline(m, _outline_width(m.shape))] = c
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -89,3 +89,18 @@ def test_embedding_view_shows_heatmaps_with_scale_and_a_loss_picture():
         assert pic is not None
     assert before.shape[1] == 80 and before.shape[0] > 64 and after.shape == before.shape
     assert isinstance(loss, np.ndarray) and loss.ndim == 3
+
+
+def test_label_overlays_use_a_light_tint_and_an_outline_in_the_class_colour():
+    img = np.full((100, 100, 3), 170, np.uint8)
+    img[20:80, 20:80] = (220, 30, 40)  # a red object labelled with a green class colour
+    lm = np.zeros((100, 100), np.int32)
+    lm[20:80, 20:80] = 1
+    green = np.array([[44, 160, 44]], np.uint8)
+    out = viz.label_map_overlay(img, lm, green).astype(int)
+    r, g, b = out[50, 50]
+    assert r > 2 * g and r > 2 * b  # still reads as red (it was olive at alpha 0.55)
+    assert (out[20, 20:80] == green[0]).all()  # the outline carries the class colour
+    assert np.array_equal(out[lm == 0], img[lm == 0].astype(int))
+    masks = viz.overlay_masks(img, lm[None] > 0, green).astype(int)
+    assert masks[50, 50, 0] > 2 * masks[50, 50, 1]

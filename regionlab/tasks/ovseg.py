@@ -92,7 +92,7 @@ class LabelOptions:
     batch_size: int | None = None
     max_proposals: int = 50
     render: bool = True
-    overlay_alpha: float = 0.55
+    overlay_alpha: float = 0.25  # light: objects keep their colours (viz.label_map_overlay)
 
 
 @dataclass
