@@ -293,6 +293,8 @@ COMBINES = ("tree", "calibrated", "reference")
 #: best spatial accuracy, ties to the lower temperature): tree 16 and calibrated 24 both reach
 #: 100% there (reference 90.5%). With real CLIPs re-tune; the reference is ReCLIP's 1.
 DEFAULT_TEMPERATURE = {"tree": 16.0, "calibrated": 24.0, "reference": 1.0}
+#: Membership margin per combination (logit units, summed over views and models; 0 = none).
+DEFAULT_MARGIN = {"tree": 0.0, "calibrated": 0.0, "reference": 0.0}
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,10 @@ class GroundingOptions:
     ``logit_scale`` None = the model's own learnt scale (``"reference"``: 100);
     ``temperature`` None = :data:`DEFAULT_TEMPERATURE` of the combination; it divides every
     logit before its softmax over proposals (IPS alone keeps its argmax).
+    ``margin`` None = :data:`DEFAULT_MARGIN`: logits within ``margin`` of a text's best
+    proposal are raised to ``best - margin`` (ours): CLIP says *which* proposals match a noun
+    phrase (other classes fall tens of logits behind), the parse tree says *which of them* is
+    meant (same-class proposals differ by a few logits that carry no spatial meaning).
     """
 
     blur_sigma: float | None = None
@@ -326,6 +332,7 @@ class GroundingOptions:
     combine: str = "tree"
     logit_scale: float | None = None
     temperature: float | None = None
+    margin: float | None = None
     max_batch: int = 512
     mi_options: dict = field(default_factory=dict)
 
@@ -337,6 +344,8 @@ class GroundingOptions:
             check_number(self.logit_scale, "logit_scale", 1e-3, 1000.0)
         if self.temperature is not None:
             check_number(self.temperature, "temperature", 1e-3, 1e4)
+        if self.margin is not None:
+            check_number(self.margin, "margin", 0.0, 1e4)
         check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
         if self.combine not in COMBINES:
             raise InputError(f"combine must be one of {COMBINES}, got {self.combine!r}")
@@ -349,6 +358,10 @@ class GroundingOptions:
     def effective_temperature(self) -> float:
         return float(DEFAULT_TEMPERATURE[self.combine] if self.temperature is None
                      else self.temperature)
+
+    @property
+    def effective_margin(self) -> float:
+        return float(DEFAULT_MARGIN[self.combine] if self.margin is None else self.margin)
 
     @property
     def effective_logit_scale(self) -> float | None:
@@ -475,6 +488,18 @@ def _mask_scorer_embeddings(clip, image: np.ndarray, masks: np.ndarray, scorer: 
     return torch.as_tensor(np.asarray(emb) if not torch.is_tensor(emb) else emb).detach()
 
 
+def within_margin(logits: np.ndarray, margin: float,
+                  keep: np.ndarray | None = None) -> np.ndarray:
+    """Logits (P, T) with every value above ``best - margin`` (per text, over the kept
+    proposals) set to ``best - margin``: the proposals near the best are equally likely."""
+    lg = np.array(logits, dtype=np.float64)
+    if margin <= 0:
+        return lg
+    ref = lg if keep is None else np.where(np.asarray(keep)[:, None] if lg.ndim == 2 else keep,
+                                          lg, -np.inf)
+    return np.minimum(lg, ref.max(axis=0, keepdims=True) - margin)
+
+
 def softmax_over_proposals(logits: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """Softmax (temperature 1) over proposals of (P,) or (P, T) logits; dropped ones get 0."""
     lg = np.array(logits, dtype=np.float64)
@@ -514,6 +539,7 @@ class GroundingResult:
     notes: list[str] = field(default_factory=list)
     combine: str = "tree"
     temperature: float = 1.0
+    margin: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -530,6 +556,7 @@ class GroundingResult:
             "used_tree": self.used_tree,
             "combine": self.combine,
             "temperature": self.temperature,
+            "margin": self.margin,
             "expression": self.expression,
             "scorer": self.scorer,
             "models": self.models,
@@ -574,19 +601,22 @@ def ground_features(features: ProposalFeatures, expression: str,
             notes.append(f"area prior dropped {int((~keep).sum())} proposal(s) smaller than "
                          f"{opts.min_area_fraction:.0%} of the image")
     entities = [] if tree is None else [e for e in tree.entities if e.text and not e.generic]
-    texts = [opts.prompt + text.lower()] + [opts.prompt + e.text.lower() for e in entities]
-    texts = list(dict.fromkeys(texts))
+    # column 0: the full expression (CLIP's own answer); then each distinct entity text
+    texts = [opts.prompt + text.lower(),
+             *dict.fromkeys(opts.prompt + e.text.lower() for e in entities)]
     t0 = time.perf_counter()
     logits = features.logits(texts, opts.effective_logit_scale)
     timing["text_s"] = time.perf_counter() - t0
-    probs_by_text = softmax_over_proposals(logits / opts.effective_temperature, keep)
+    scaled = within_margin(logits, opts.effective_margin, keep)
+    scaled[:, 0] = logits[:, 0]  # the full expression's IPS is CLIP's own answer: no margin
+    probs_by_text = softmax_over_proposals(scaled / opts.effective_temperature, keep)
     ips = probs_by_text[:, 0]
     used = bool(opts.use_parser and tree is not None and tree.uses_spatial)
     node_probs: dict[int, dict] = {}
     final = ips
     t0 = time.perf_counter()
     if tree is not None:
-        node_ips = {e.id: probs_by_text[:, texts.index(opts.prompt + e.text.lower())]
+        node_ips = {e.id: probs_by_text[:, texts.index(opts.prompt + e.text.lower(), 1)]
                     for e in entities}
         if keep is not None:  # uniform (generic) entities still respect the prior
             for e in tree.entities:
@@ -633,6 +663,7 @@ def ground_features(features: ProposalFeatures, expression: str,
         notes=notes,
         combine=opts.combine,
         temperature=opts.effective_temperature,
+        margin=opts.effective_margin,
     )
 
 

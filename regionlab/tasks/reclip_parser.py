@@ -48,6 +48,7 @@ from .reclip_words import (
     ALL_SPATIAL,
     BELOW,
     BETWEEN,
+    COLOUR_WORDS,
     COUNTS,
     EXTREME_MODIFIERS,
     FAR,
@@ -84,21 +85,31 @@ def _is_entity_head(tok) -> bool:
         return False
     if w in ORDINALS or w in NEGATIONS or w in VIEWER_WORDS or w in ORIENTATION_VERBS:
         return False
-    nouny = tok.pos_ in ("NOUN", "PROPN") or w in LEXICON_NOUNS or lemma in LEXICON_NOUNS
+    nouny = (tok.pos_ in ("NOUN", "PROPN") or w in LEXICON_NOUNS or lemma in LEXICON_NOUNS
+             or w.split()[-1] in LEXICON_NOUNS)  # a merged "orange cross"
     if not nouny:
         return False
     # a modifier of a following noun ("green" in "the green cross", "square" in "square table")
     head = tok.head
     if head is not tok and head.i > tok.i and tok.dep_ in _MODIFIER_DEPS and (
         head.pos_ in ("NOUN", "PROPN") or _word(head) in LEXICON_NOUNS
-    ) and _word(head) not in ORIENTATION_VERBS and _word(head) not in VIEWER_WORDS:
+    ) and not any(_word(head) in ws for ws in (ORIENTATION_VERBS, VIEWER_WORDS, ALL_SPATIAL,
+                                               ORDINALS, PLACE_NOUNS)):
         return False
     return True
 
 
 def _span_tokens(tok, heads: set[int]) -> list:
-    """The head and its left modifiers (possessors excluded: they are entities of their own)."""
+    """The head and its left modifiers (possessors excluded: they are entities of their own).
+
+    A noun that spaCy attached as a modifier of a later non-noun ("square" -> "furthest" in
+    "the yellow square furthest to the right") also takes the words before it that hang from
+    that same word ("the yellow")."""
     out = [tok]
+    head = tok.head
+    if head is not tok and head.i > tok.i and tok.dep_ in _MODIFIER_DEPS:
+        out += [t for c in head.lefts if c.i < tok.i and c.dep_ in _MODIFIER_DEPS
+                and c.i not in heads for t in c.subtree if t.i < tok.i]
     for child in tok.lefts:
         if child.i in heads or child.dep_ in ("punct", "cc", "conj", "relcl", "mark"):
             continue
@@ -155,12 +166,14 @@ def _superlatives_from_words(words: list[str]) -> tuple[list[tuple[str, str]], i
     relation-only words that could not be used."""
     found: list[tuple[str, str]] = []
     rank, unused = 1, []
-    for w in words:
+    for k, w in enumerate(words):
         if w in ORDINALS:
             rank = ORDINALS[w]
             continue
         if w in ("far", "next", "most"):
             continue
+        if w in NEAR_TO and any(x in PLACE_NOUNS for x in words[k + 1:]):
+            continue  # "nearest the bottom" is the bottommost, not the biggest
         pred = next((p for p, ws in SUPERLATIVES.items() if w in ws), None)
         if pred is not None:
             if (pred, w) not in found and not any(p == pred for p, _ in found):
@@ -270,7 +283,9 @@ class _Builder:
         first = min((doc[i] for i in self.heads), key=lambda t: (depth(t), t.i))
         path = [a for a in reversed(list(first.ancestors))]
         words = [_word(t) for t in path]
-        pred, kw, _ = _relation_from_path(words)
+        pred, kw, k = _relation_from_path(words)
+        if pred is not None and first.i < path[k].i:  # "the square closest to the circle"
+            return self.new_entity(first, f"noun phrase before the relation {kw!r}")
         if pred is not None and _is_partitive(words):
             node = self.new_entity(first, f"partitive: {' '.join(words)!r} + noun phrase")
             node.count = 1  # "the taller of the two men" is one man
@@ -464,6 +479,14 @@ def parse_expression(expression: str, nlp=None) -> ParseTree:
     nlp = nlp or load_spacy()
     normalised = normalise_expression(expression)
     with _NLP_LOCK:  # spaCy pipelines are not documented as thread-safe
-        doc = nlp(normalised)
+        doc = nlp.make_doc(normalised)
+        pairs = [i for i in range(len(doc) - 1) if doc[i].lower_ in COLOUR_WORDS
+                 and doc[i + 1].lower_ in LEXICON_NOUNS and doc[i + 1].lower_ not in ("one",
+                                                                                    "ones")]
+        with doc.retokenize() as retok:
+            for i in pairs:
+                retok.merge(doc[i:i + 2])
+        for _, component in nlp.pipeline:
+            doc = component(doc)
     return _Builder(doc, expression, normalised, pipeline_name(nlp)).build()
 

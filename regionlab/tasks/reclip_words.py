@@ -97,6 +97,12 @@ GENERIC_NOUNS = frozenset({"one", "ones", "thing", "things", "object", "objects"
 #: Nouns spaCy's small model often tags as verbs/adjectives (ShapesWorld's shapes among them).
 LEXICON_NOUNS = frozenset({"circle", "circles", "square", "squares", "triangle", "triangles",
                            "star", "stars", "cross", "crosses", "one", "ones"})
+#: Colour words: "<colour> <lexicon noun>" ("orange cross", "purple square") is merged into one
+#: token before tagging; spaCy's small model otherwise reads "orange"/"purple" as the noun and
+#: "cross"/"square" as a verb or adjective.
+COLOUR_WORDS = frozenset({"red", "orange", "yellow", "green", "blue", "purple", "pink", "white",
+                          "black", "brown", "grey", "gray", "violet", "cyan", "magenta", "gold",
+                          "silver", "beige", "tan"})
 ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
             "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}
 NEGATIONS = frozenset({"not", "n't", "never", "no"})
@@ -125,17 +131,20 @@ _MOST = re.compile(r"\b(left|right|top|bottom|upper|lower|east|west|north|south|
                    r"[\s-]+most\b")
 _HAND = re.compile(r"\b(left|right)[\s-]+hand(ed)?\b")
 _NUM_ORD = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
+_NEAREST = re.compile(r"\b(nearest|closest)\s+(?=(the|a|an)\b)")  # "nearest the X" -> "... to"
 _NUM_WORDS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth",
               7: "seventh", 8: "eighth", 9: "ninth", 10: "tenth"}
 
 
 def normalise_expression(text: str) -> str:
     """Lower-case, join "left-most"/"left most", "left-hand" -> "left", "2nd" -> "second",
+    "nearest the X" -> "nearest to the X",
     hyphens -> spaces, punctuation other than commas and apostrophes dropped."""
     t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     t = _MOST.sub(lambda m: m.group(1) + "most", t)
     t = _HAND.sub(lambda m: m.group(1), t)
     t = _NUM_ORD.sub(lambda m: _NUM_WORDS.get(int(m.group(1)), m.group(0)), t)
+    t = _NEAREST.sub(lambda m: m.group(1) + " to ", t)
     t = re.sub(r"[-\u2010-\u2015_/]", " ", t)
     t = "".join(ch if (ch.isalnum() or ch in " ',") else " " for ch in t)
     t = re.sub(r"\s*,[\s,]*", ", ", t)
