@@ -12,7 +12,8 @@ from ..errors import InputError
 
 NAME = "eval"
 HELP = "evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5)"
-MANIFEST_KEYS = "task, refs, images, detections, limit, models, scorer, combine, temperature"
+MANIFEST_KEYS = ("task, refs, images, detections, limit, models, scorer, combine, temperature, "
+                 "margin")
 TASKS = ("ground",)
 
 
@@ -28,6 +29,7 @@ def add_arguments(p) -> None:
                    help="CLIP name or ARCH@SOURCE; repeat for an ensemble")
     p.add_argument("--combine", default="tree", choices=["tree", "calibrated", "reference"])
     p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--margin", type=float, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,6 +37,7 @@ def item_from_args(args, manifest: bool) -> dict:
     return {"task": args.task, "refs": args.refs, "images": args.images,
             "detections": args.detections, "limit": args.limit, "scorer": args.scorer,
             "models": args.models, "combine": args.combine, "temperature": args.temperature,
+            "margin": args.margin,
             "progress": not args.no_progress}
 
 
@@ -49,7 +52,8 @@ def run(item: dict, args, out_dir) -> dict:
     if item.get("limit") is not None and int(item["limit"]) < 1:
         raise InputError(f"--limit must be at least 1, got {item['limit']}")
     options = GroundingOptions(combine=item.get("combine") or "tree",
-                               temperature=item.get("temperature"))
+                               temperature=item.get("temperature"),
+                               margin=item.get("margin"))
     return evaluate_jsonl(item["refs"], item["images"], models=item.get("models"),
                           scorer=item.get("scorer") or "ips", detections=item.get("detections"),
                           options=options, limit=item.get("limit"),

@@ -253,6 +253,7 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
         "split": split, "seed": seed, "n_scenes": n_scenes, "n_expressions": len(rows),
         "renderer": renderer, "kinds": list(kinds or KINDS),
         "variants": {k: {"combine": v.combine, "temperature": v.effective_temperature,
+                         "margin": v.effective_margin,
                          "logit_scale": v.effective_logit_scale or "model"}
                      for k, v in variants.items()},
         "counts": {g: len(rs) for g, rs in sorted(groups.items())},

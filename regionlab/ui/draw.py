@@ -65,6 +65,63 @@ def draw_box(image: np.ndarray, box: Sequence[float], colour=(255, 215, 0), labe
     return out
 
 
+def place_labels(boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[int, int]],
+                 image_shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Top-left corners for label rectangles of ``sizes`` (w, h), one per box, in order: the
+    first of these spots that stays inside the image and overlaps no label placed before it:
+    above the box, inside its top, below it, inside its bottom, then sliding right along
+    those rows; when none is free, the least-overlapping one."""
+    h_img, w_img = image_shape[:2]
+    placed: list[tuple[int, int, int, int]] = []
+    out = []
+
+    def overlap(a, b) -> int:
+        return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    for (x0, y0, x1, y1), (tw, th) in zip(boxes, sizes):
+        x0, y0, x1, y1 = (int(round(v)) for v in (x0, y0, x1, y1))
+        rows = [y0 - th - 1, y0 + 1, y1 + 1, y1 - th - 1]
+        xs = [x0] + list(range(x0 + tw // 2, max(x0, x1 - tw) + 1, max(1, tw // 2)))
+        best, best_cost = None, None
+        for ty in rows:
+            for tx in xs:
+                tx, ty_c = min(max(0, tx), max(0, w_img - tw)), min(max(0, ty), max(0, h_img - th))
+                rect = (tx, ty_c, tx + tw, ty_c + th)
+                cost = sum(overlap(rect, r) for r in placed)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = rect, cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        placed.append(best)
+        out.append((best[0], best[1]))
+    return out
+
+
+def draw_labelled_boxes(image: np.ndarray, boxes: Sequence[Sequence[float]], labels: list[str],
+                        colours: list[tuple[int, int, int]],
+                        thicknesses: list[int] | None = None) -> np.ndarray:
+    """Every box first, then every label where it overlaps no other label
+    (:func:`place_labels`, in the given order: put the most important first)."""
+    out = image.copy()
+    ts = thicknesses or [_thickness(image.shape)] * len(boxes)
+    for (x0, y0, x1, y1), c, t in zip(boxes, colours, ts):
+        x0, y0, x1, y1 = (int(round(v)) for v in (x0, y0, x1, y1))
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), tuple(c), t)
+    scale = max(0.35, max(image.shape[:2]) / 900)
+    sizes = []
+    for label in labels:
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        sizes.append((tw + 2, th + 4))
+    for (tx, ty), (tw, th), label, c in zip(place_labels(boxes, sizes, image.shape), sizes,
+                                            labels, colours):
+        cv2.rectangle(out, (tx, ty), (tx + tw - 1, ty + th - 1), tuple(c), -1)
+        cv2.putText(out, label, (tx + 1, ty + th - 3), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
 def draw_marker(image: np.ndarray, x: int, y: int, colour=(255, 215, 0)) -> np.ndarray:
     """A cross marking the first corner of a box being drawn."""
     out = image.copy()

@@ -230,8 +230,11 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                 with gr.Row():
                     ground_combine = gr.Radio(["tree", "calibrated", "reference"], value="tree",
                                               label="Combination", elem_id="rl-ground-combine")
-                    ground_temp = gr.Number(0, label="Temperature (0 = default)", minimum=0,
+                    t0, m0 = handlers.grounding_defaults("tree")
+                    ground_temp = gr.Number(t0, label="Temperature", minimum=0.001,
                                             maximum=1000, elem_id="rl-ground-temperature")
+                    ground_margin = gr.Number(m0, label="Margin (logits)", minimum=0,
+                                              maximum=1000, elem_id="rl-ground-margin")
                 ground_btn = gr.Button("Ground", variant="primary", elem_id="rl-ground")
                 ground_summary = gr.Markdown(elem_id="rl-ground-summary")
                 with gr.Row():
@@ -362,12 +365,16 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         gen_btn.click(ui_errors(h.generate),
                       [state, gen_dd, device_dd, gen_n, gen_seed, gen_steps],
                       [state, gen_gallery, timings], **quiet, **model)
+        ground_combine.change(handlers.grounding_defaults, [ground_combine],
+                              [ground_temp, ground_margin], api_visibility="private",
+                              queue=False)
         ground_btn.click(ui_errors(h.ground), [state, expression, ground_src, clip_dd, device_dd,
-                                               ground_combine, ground_temp],
+                                               ground_combine, ground_temp, ground_margin],
                          [state, ground_img, ground_table, ground_tree, ground_summary, timings],
                          **quiet, **model)
         expression.submit(ui_errors(h.ground), [state, expression, ground_src, clip_dd,
-                                                device_dd, ground_combine, ground_temp],
+                                                device_dd, ground_combine, ground_temp,
+                                                ground_margin],
                           [state, ground_img, ground_table, ground_tree, ground_summary, timings],
                           **quiet, **model)
         label_btn.click(ui_errors(h.label), [state, classes, label_src, clip_dd, device_dd],

@@ -37,8 +37,9 @@ combined with the CLIP scores. The parse tree shows which rule fired.
 *Combination*: **tree** (default) lets the parse tree decide once a spatial word occurs, so
 CLIP's confident but spatially blind score of the whole sentence cannot overrule it;
 **reference** is ReCLIP's `IPS(sentence) x tree` at `100 * cos`; **calibrated** is that product
-at the model's own logit scale. *Temperature* (0 = the default of the combination) flattens
-CLIP's scores before the tree's rules apply.
+at the model's own logit scale. *Temperature* flattens CLIP's scores before the tree's rules
+apply; *margin*: proposals within that many logits of a noun phrase's best match count as
+equally good members (choosing a combination shows its defaults).
 """
 
 LABELLING = """**How it works: OVSeg-style labelling.** Class-agnostic masks (your regions, or
