@@ -310,3 +310,30 @@ def test_sam_embeds_a_capped_copy_and_scales_prompts():
     expected = [20 * ww / 40 * new_w / ww, 1500 * wh / 3000 * new_h / wh]
     np.testing.assert_allclose(seen[-1][0, 0].numpy(), expected, rtol=1e-5)
     assert res.masks.shape == (1, 3000, 40)
+
+
+def test_background_is_not_proposed():
+    """Issue 27 item 4: the largest region running along the border is the background; it is
+    left out (on the app's example scenes it was a 448x448 'object' that won 'the biggest
+    shape'), while every object is still proposed."""
+    from regionlab.segment.proposals import generate_proposals, is_background
+    from regionlab.ui import examples
+
+    for seed in examples.SCENE_SEEDS[:3]:
+        sc = examples.scene(seed)
+        kept = generate_proposals(sc.image, "classical")
+        every = generate_proposals(sc.image, "classical", keep_background=True,
+                                   pred_iou_thresh=0.0)
+        assert any(is_background(p.mask) for p in every)
+        assert not any(is_background(p.mask) for p in kept)
+        assert not any(is_background(p.mask) for p in
+                       generate_proposals(sc.image, "classical", pred_iou_thresh=0.0))
+        for obj in sc.objects:
+            best = max((p.mask & obj.mask).sum() / (p.mask | obj.mask).sum() for p in kept)
+            assert best > 0.5, (seed, obj.label)
+    frame = np.zeros((40, 40), bool)
+    frame[:, :] = True
+    frame[10:30, 10:30] = False
+    blob = np.zeros((40, 40), bool)
+    blob[5:35, 5:35] = True
+    assert is_background(frame) and not is_background(blob)

@@ -160,3 +160,51 @@ def test_session_keeps_a_small_maskinversion_cache_that_reproduces_results():
                            engine="factorized", cache=cache)
     assert np.allclose(again.embeddings, first.embeddings, atol=1e-6)
     assert cache.factors is None  # the session's copy is never filled in place
+
+
+def test_grounding_labels_never_overlap_when_there_is_room():
+    """Issue 26: proposal labels on the grounding picture are placed without overlap."""
+    from regionlab.ui.draw import place_labels
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        boxes = []
+        for _ in range(int(rng.integers(2, 9))):
+            x0, y0 = rng.integers(0, 300, 2)
+            boxes.append([x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 120)])
+        sizes = [(40, 12)] * len(boxes)
+        spots = place_labels(boxes, sizes, (448, 448))
+        rects = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes)]
+        for i, a in enumerate(rects):
+            assert 0 <= a[0] and a[2] <= 448 and 0 <= a[1] and a[3] <= 448
+            for b in rects[:i]:
+                assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
+
+
+def test_grounding_view_shows_every_chosen_box_and_a_sorted_table():
+    from regionlab.tasks.reclip import embed_proposals, ground_features, proposals_from_boxes
+    from regionlab.ui import examples
+    from regionlab.ui.handlers import grounding_view
+
+    sc = examples.scene(24)
+    boxes = np.asarray([o.box for o in sc.objects], float)
+    feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2]))
+    res = ground_features(feats, "the two shapes on the left")
+    view = grounding_view(sc.image, res)
+    assert len(res.indices) == 2 and "**" in view["summary"]
+    assert list(view["table"]["probability"]) == sorted(view["table"]["probability"],
+                                                       reverse=True)
+    assert "tree used: yes" in view["tree"] and view["image"].shape == sc.image.shape
+
+
+def test_add_proposals_does_not_duplicate_regions():
+    from regionlab.ui.handlers import new_regions
+
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:10] = True
+    b = np.zeros((20, 20), bool)
+    b[12:18, 12:18] = True
+    a_shifted = np.roll(a, 1, axis=1)  # IoU 0.78 with a
+    assert new_regions([a, b, a_shifted], []) == [0, 1]  # a duplicate among the candidates
+    assert new_regions([a_shifted, b], [a]) == [1]  # one the user already has
+    assert new_regions([a, b], [a, b]) == []

@@ -21,7 +21,7 @@ from . import examples, service
 from .adapters import progress_fn, safe_vocab
 from .draw import (
     box_mask,
-    draw_box,
+    draw_labelled_boxes,
     draw_marker,
     draw_points,
     heatmap,
@@ -233,6 +233,26 @@ def on_clear(s: Session):
     return region_view(s)
 
 
+DUPLICATE_IOU = 0.7
+
+
+def new_regions(candidates: list[np.ndarray], existing, iou: float = DUPLICATE_IOU) -> list[int]:
+    """Indices of the candidate masks that overlap no existing mask (nor an earlier candidate)
+    with a mask IoU above ``iou``: "Add proposals" twice adds nothing the second time."""
+    from ..segment.proposals import mask_iou_matrix
+
+    have = [np.asarray(m, bool) for m in (existing if existing is not None else [])]
+    keep: list[int] = []
+    for i, m in enumerate(candidates):
+        others = have + [candidates[k] for k in keep]
+        if others:
+            ious = mask_iou_matrix(np.stack([np.asarray(m, bool), *others]))[0, 1:]
+            if (ious > iou).any():
+                continue
+        keep.append(i)
+    return keep
+
+
 def on_proposals(s: Session, max_regions, sam: str | None, progress=gr.Progress()):
     s = s or Session()
     image = s.require_image()
@@ -241,8 +261,12 @@ def on_proposals(s: Session, max_regions, sam: str | None, progress=gr.Progress(
     props = service.propose(image, method=sam or None, max_regions=int(max_regions or 8))
     if not props:
         raise InputError("no proposals found on this image")
-    for p in props:
-        s.add_region(p["mask"], "proposal", box=p["box"])
+    new = new_regions([p["mask"] for p in props], [r.mask for r in s.regions])
+    if not new:
+        raise InputError(f"all {len(props)} proposals duplicate regions you already have "
+                         f"(mask IoU above {DUPLICATE_IOU})")
+    for i in new:
+        s.add_region(props[i]["mask"], "proposal", box=props[i]["box"])
     s.timings["proposals_s"] = round(time.perf_counter() - t0, 4)
     return region_view(s)
 
@@ -476,7 +500,7 @@ def _boxes_of(s: Session) -> list[tuple[int, int, int, int]]:
 
 
 def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
-              options: AppOptions, combine: str = "tree", temperature=None,
+              options: AppOptions, combine: str = "tree", temperature=None, margin=None,
               progress=gr.Progress()):
     s = s or Session()
     image = s.require_image()
@@ -487,7 +511,7 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
     progress(0.1, desc="grounding")
     t0 = time.perf_counter()
     res = service.ground(image, expression, boxes=boxes, clip=clip, device=device or None,
-                         combine=combine, temperature=temperature)
+                         combine=combine, temperature=temperature, margin=margin)
     view = grounding_view(image, res)
     s.results["ground"] = view["json"]
     s.results["ground_overlay"] = view["image"]
@@ -495,17 +519,24 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
     return s, view["image"], view["table"], view["tree"], view["summary"], s.timings
 
 
+def grounding_defaults(combine: str) -> tuple[float, float]:
+    """(temperature, margin) a combination uses by default (shown in the Grounding tab)."""
+    from ..tasks.reclip import GroundingOptions
+
+    opts = GroundingOptions(combine=combine).checked()
+    return opts.effective_temperature, opts.effective_margin
+
+
 def grounding_view(image: np.ndarray, res) -> dict:
     """Drawing, probability table, parse tree and a one-line summary of a grounding result."""
     d = res.to_dict()
     boxes, probs, chosen = d["boxes"], d["probs"], [int(i) for i in d["indices"]]
-    out = image.copy()
-    for i, b in enumerate(boxes):
-        if i not in chosen:
-            out = draw_box(out, b, (170, 170, 170), f"{i}: {probs[i]:.2f}")
-    for i in chosen:
-        out = draw_box(out, boxes[i], (255, 215, 0), f"{i}: {probs[i]:.2f}",
-                       thickness=max(2, round(max(image.shape[:2]) / 120)))
+    order = chosen + [i for i in np.argsort(probs)[::-1].tolist() if i not in chosen]
+    bold = max(2, round(max(image.shape[:2]) / 120))
+    out = draw_labelled_boxes(
+        image, [boxes[i] for i in order], [f"{i}: {probs[i]:.2f}" for i in order],
+        [(255, 215, 0) if i in chosen else (170, 170, 170) for i in order],
+        [bold if i in chosen else max(1, bold // 2) for i in order])
     table = pd.DataFrame({"proposal": list(range(len(boxes))),
                           "box": [str([round(v) for v in b]) for b in boxes],
                           "probability": [round(p, 4) for p in probs],
@@ -627,9 +658,9 @@ class Handlers:
         return on_generate(s, generator, device, n, seed, steps, self.options, progress)
 
     def ground(self, s: Session, expression, source, clip, device, combine="tree",
-               temperature=None, progress=gr.Progress()):
+               temperature=None, margin=None, progress=gr.Progress()):
         return on_ground(s, expression, source, clip, device, self.options, combine, temperature,
-                         progress)
+                         margin, progress)
 
     def label(self, s: Session, classes, source, clip, device, progress=gr.Progress()):
         return on_label(s, classes, source, clip, device, self.options, progress)
