@@ -1,7 +1,8 @@
 """The ``regionlab`` command: one subcommand per task.
 
 Conventions shared by all subcommands:
-- ``--json`` prints machine-readable results on stdout; logs go to stderr.
+- ``--json`` prints machine-readable results on stdout; logs go to stderr, and so does each
+  entry of a result's ``warnings`` list (e.g. words the model does not know).
 - Every subcommand that takes an image also takes ``--manifest FILE.jsonl``: each line is a
   JSON object whose keys are the subcommand's arguments (``image``, ``masks``, ...); all lines
   run in one process and print one JSON result per line, in order. A bad line yields
@@ -75,6 +76,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, mods
 
 
+def _warn(command: str, result) -> None:
+    """A result's ``warnings`` (things the model cannot know, ...) also go to stderr."""
+    rows = result if isinstance(result, list) else [result]
+    seen: list[str] = []
+    for row in rows:
+        for w in (row.get("warnings") or []) if isinstance(row, dict) else []:
+            if w not in seen:
+                seen.append(w)
+                print(f"regionlab {command}: warning: {w}", file=sys.stderr)
+
+
 def _emit(result, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
@@ -102,6 +114,7 @@ def run_manifest(mod, args) -> int:
             out_dir = Path(base_out) / str(lineno) if base_out else None
             result = mod.run(merged, args, out_dir)
             result = {"line": lineno, **result}
+            _warn(args.command, result)
         except (
             RegionLabError,
             ValueError,
@@ -144,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 2
+    _warn(args.command, result)
     _emit(result, args.json)
     return 0
 

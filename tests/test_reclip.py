@@ -370,6 +370,37 @@ def tiny_clip():
                       OPENAI_STD, torch.device("cpu"), torch.float32, defaults)
 
 
+TINY_RN = {  # a ModifiedResNet image tower, like RN50 / RN50x16
+    "embed_dim": 32, "quick_gelu": True,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def test_resnet_clip_loads_and_grounds_in_an_ensemble(tmp_path, tiny_clip):
+    """Issue 26 item 5: ResNet CLIPs (the paper's RN50x16 + ViT-B/32 ensemble) load through
+    ARCH@FILE and score; they failed with "patch size 3x3". LeGrad/MaskInversion stay ViT-only,
+    with a clear error."""
+    from regionlab.models import load_clip
+    from regionlab.region.maskinversion import invert
+
+    factory._MODEL_CONFIGS["Tiny-RN-reclip-test"] = TINY_RN
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny_rn.pt"
+    torch.save(open_clip.create_model("Tiny-RN-reclip-test", pretrained=None).state_dict(),
+               weights)
+    rn = load_clip(f"Tiny-RN-reclip-test@{weights}")
+    assert not rn.is_vit and tiny_clip.is_vit
+    img, boxes = scene()
+    emb = rn.encode_images([img, img[:30, :30]])
+    assert emb.shape == (2, 32) and torch.isfinite(emb).all()
+    alone = ground(img, "the red box on the left", proposals=boxes, models=[rn])
+    both = ground(img, "the red box on the left", proposals=boxes, models=[rn, tiny_clip])
+    assert alone.index == both.index == 1 and both.models == [rn.name, "tiny-reclip"]
+    with pytest.raises(ModelUnavailableError, match="ResNet image tower.*need a ViT"):
+        invert(rn, img, [np.ones(img.shape[:2], bool)])
+
+
 @pytest.mark.parametrize("scorer", ["ips", "masked-crop", "maskinversion"])
 def test_scorers_share_one_interface(scorer, tiny_clip):
     img, boxes = scene()
@@ -539,3 +570,34 @@ def test_bundled_clip_parser_lifts_spatial_expressions():
     assert res["counts"]["spatial"] == 20
     assert acc["reference"]["spatial"] >= acc["ips"]["spatial"] + 0.4
     assert acc["default"]["spatial"] >= max(0.9, acc["reference"]["spatial"])
+
+
+def test_words_the_bundled_clip_does_not_know_are_named(tmp_path, capsys):
+    """Issue 27 item 3, for grounding: "person" and "cup" are one shared unknown token for the
+    bundled CLIP; the result, the CLI's stderr and its JSON say so, by name."""
+    from regionlab import cli
+    from regionlab.models import get_spec, load_clip
+    from regionlab.shapes.tokenizer import ShapesTokenizer
+    from regionlab.ui import examples
+
+    ok, why = get_spec("shapes-clip", "clip").available()
+    if not ok:
+        pytest.skip(f"bundled CLIP not available: {why}")
+    assert ShapesTokenizer().unknown_words(["the person left of a cup", "red cups"]) == [
+        "person", "cup", "cups"]
+    sc = examples.scene(24)
+    boxes = [list(o.box) for o in sc.objects]
+    clip = load_clip("shapes-clip")
+    res = ground(sc.image, "the person holding a cup on the left", proposals=boxes,
+                 models=[clip])
+    assert res.unknown_words == ["person", "holding", "cup"]
+    assert "'person', 'holding', 'cup'" in res.warnings[0] and "Real weights" in res.warnings[0]
+    assert ground(sc.image, "the red star on the left", proposals=boxes,
+                  models=[clip]).warnings == []
+    Image.fromarray(sc.image).save(tmp_path / "scene.png")
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    code = cli.main(["ground", str(tmp_path / "scene.png"), "the dog on the right",
+                     "--boxes", str(tmp_path / "boxes.json"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["unknown_words"] == ["dog"]
+    assert "regionlab ground: warning: shapes-clip does not know the word(s) 'dog'" in err

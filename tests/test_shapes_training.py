@@ -339,7 +339,8 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
                 for p, o, g in zip(params, orig, grads):
                     p.copy_(o + sign * step * g / norm)
             after[sign] = float(loss(**smooth).detach())
-        assert after[-1.0] < float(before.detach()) < after[1.0], (step, float(before.detach()), after)
+        base = float(before.detach())
+        assert after[-1.0] < base < after[1.0], (step, base, after)
 
 
 def test_recipe_compares_each_model_with_its_last_recorded_stage(tmp_path):

@@ -36,5 +36,10 @@ def run(item: dict, args, out_dir) -> dict | list:
     results = classify_images(images, item["vocab"], model=item.get("model"),
                               templates=item.get("templates", "single"),
                               top_k=int(item.get("top_k", 5)))
-    out = [{"image": str(p), "top": r} for p, r in zip(paths, results)]
+    from ..models import load_clip
+    from ..tasks.vocabularies import resolve_vocab, vocabulary_warnings
+
+    warnings = vocabulary_warnings(load_clip(item.get("model")), resolve_vocab(item["vocab"]))
+    out = [{"image": str(p), "top": r, **({"warnings": warnings} if warnings else {})}
+           for p, r in zip(paths, results)]
     return out[0] if "image" in item and "images" not in item else out

@@ -147,4 +147,5 @@ def run(item: dict, args, out_dir) -> dict:
                         "proposal_score": r.proposal_score})
     return {"image": str(image_path), "map": str(map_path), "overlay": str(overlay_path),
             "classes": result.classes, "regions": regions, "fusion": result.fusion,
-            "proposals": result.proposals, "notice": result.notice}
+            "proposals": result.proposals, "notice": result.notice,
+            **({"warnings": result.warnings} if result.warnings else {})}

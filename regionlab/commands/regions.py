@@ -70,8 +70,13 @@ def run(item: dict, args, out_dir) -> dict:
         emb = region_embeddings(clip, image, masks, method)
     tops = retrieve(emb, item.get("vocab", "shapes"), clip=clip,
                     templates=item.get("templates", "single"), top_k=int(item.get("top_k", 5)))
+    from ..tasks.vocabularies import resolve_vocab, vocabulary_warnings
+
     out = {"image": str(item["image"]),
            "regions": [{"mask": str(m), "top": t} for m, t in zip(mask_paths, tops)]}
+    warnings = vocabulary_warnings(clip, resolve_vocab(item.get("vocab", "shapes")))
+    if warnings:
+        out["warnings"] = warnings
     save = item.get("save_embeddings") or getattr(args, "save_embeddings", None)
     if save:
         path = Path(save) if out_dir is None else Path(out_dir) / Path(save).name

@@ -41,8 +41,27 @@ class LoadedCLIP:
     def visual(self) -> torch.nn.Module:
         return self.model.visual
 
+    def unknown_words(self, texts: str | list[str]) -> list[str]:
+        """Words this model's tokenizer cannot represent (the bundled CLIP's word-level
+        vocabulary; open_clip's BPE tokenizers spell every word: none)."""
+        fn = getattr(self.tokenizer, "unknown_words", None)
+        return fn(texts) if fn is not None else []
+
+    @property
+    def is_vit(self) -> bool:
+        """A ViT image tower (tokens, attention), as LeGrad and MaskInversion need; ResNet
+        CLIPs (RN50, RN50x16, ...) only give global embeddings."""
+        return hasattr(self.model.visual, "transformer")
+
     @property
     def patch_size(self) -> int:
+        if not self.is_vit:
+            from ..errors import ModelUnavailableError
+
+            raise ModelUnavailableError(
+                f"{self.name} has a ResNet image tower: LeGrad and MaskInversion need a ViT "
+                f"CLIP (e.g. ViT-B-16@openai). ResNet CLIPs work for grounding (IPS), "
+                f"labelling, classification and the crop/blur region methods.")
         ks = self.model.visual.conv1.kernel_size
         return ks if isinstance(ks, int) else ks[0]
 
@@ -73,16 +92,23 @@ class LoadedCLIP:
     @torch.no_grad()
     def encode_images(self, images, size: int | None = None, batch: int = 64) -> torch.Tensor:
         """Global (unnormalised) embeddings of RGB images, (B, D)."""
-        from ..explain.vit import embed_tokens, encode_image_tokens, run_blocks
 
         outs = []
         for i in range(0, len(images), batch):
-            x = self.to_tensor(images[i : i + batch], size)
-            tokens = run_blocks(
-                self.visual, embed_tokens(self.visual, x), self.visual.transformer.resblocks
-            )
-            outs.append(encode_image_tokens(self.visual, tokens))
+            outs.append(self.encode_tensor(self.to_tensor(images[i : i + batch], size)))
         return torch.cat(outs).float()
+
+    @torch.no_grad()
+    def encode_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Global embeddings of normalised images (B, 3, S, S): the ViT token path (any S
+        that the patch size divides), or the model's own forward for a ResNet tower."""
+        from ..explain.vit import embed_tokens, encode_image_tokens, run_blocks
+
+        if not self.is_vit:
+            return self.model.encode_image(x).float()
+        tokens = run_blocks(self.visual, embed_tokens(self.visual, x),
+                            self.visual.transformer.resblocks)
+        return encode_image_tokens(self.visual, tokens).float()
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch: int = 256) -> torch.Tensor:

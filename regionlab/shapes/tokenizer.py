@@ -69,6 +69,15 @@ class ShapesTokenizer:
     def words(self, text: str) -> list[str]:
         return _TOKEN_RE.findall(text.lower())
 
+    def unknown_words(self, texts: str | list[str]) -> list[str]:
+        """The words of ``texts`` outside the vocabulary (each once, in order): they all
+        become the same ``<unk>`` token, so the model cannot tell them apart."""
+        texts = [texts] if isinstance(texts, str) else texts
+        out: list[str] = []
+        for text in texts:
+            out += [w for w in self.words(text) if w not in self.index and w not in out]
+        return out
+
     def encode(self, text: str) -> list[int]:
         return [self.index.get(w, self.unk_token_id) for w in self.words(text)]
 

@@ -47,7 +47,7 @@ from ..config import LIMITS, Limits
 from ..errors import InputError, ResourceError
 from ..inputs import check_number, load_image, load_masks
 from .retrieval import class_probabilities, class_text_embeddings, rank
-from .vocabularies import resolve_vocab
+from .vocabularies import resolve_vocab, vocabulary_warnings
 
 FUSIONS = ("demo", "eval")
 CROPS = ("masked", "box")
@@ -129,6 +129,7 @@ class LabelResult:
     proposals: str
     notice: str | None = None
     timings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the model cannot know
 
     @property
     def annotations(self) -> list[tuple[np.ndarray, str]]:
@@ -151,6 +152,7 @@ class LabelResult:
                          "proposal_score": r.proposal_score} for r in self.regions],
             "colours": dict(self.colours),
             "notice": self.notice,
+            "warnings": list(self.warnings),
             "timings": dict(self.timings),
         }
 
@@ -306,6 +308,9 @@ def encode_crops(clip, crops: torch.Tensor, crop_masks: torch.Tensor | None = No
             x = crops[i : i + step].to(clip.device, clip.dtype)
             if crop_masks is not None and hasattr(clip, "encode_masked"):
                 outs.append(clip.encode_masked(x, crop_masks[i : i + step].to(clip.device)))
+                continue
+            if hasattr(clip, "encode_tensor"):
+                outs.append(clip.encode_tensor(x))
                 continue
             visual = clip.visual
             tokens = run_blocks(visual, embed_tokens(visual, x), visual.transformer.resblocks)
@@ -594,4 +599,5 @@ def label(image, classes, masks=None, proposals: str = "auto",
         colours={n: viz.hex_colour(c) for n, c in zip(names, cols)},
         fusion=options.fusion, proposals=source, notice=notice,
         timings={k: round(v, 5) for k, v in timings.items()},
+        warnings=vocabulary_warnings(clip, list(names)),
     )

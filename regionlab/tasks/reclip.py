@@ -519,6 +519,7 @@ def softmax_over_proposals(logits: np.ndarray, keep: np.ndarray | None = None) -
 class GroundingResult:
     """The chosen proposal and everything needed to explain the choice.
 
+    ``warnings``: what the model cannot know (words outside its vocabulary), for the user;
     ``indices``: the chosen proposals, best first (one, or N for "the two people on the left");
     ``probs``: final distribution over proposals; ``ips_probs``: IPS of the full expression;
     ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
@@ -542,6 +543,8 @@ class GroundingResult:
     combine: str = "tree"
     temperature: float = 1.0
     margin: float = 0.0
+    unknown_words: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -557,6 +560,8 @@ class GroundingResult:
             "node_probs": {str(k): v for k, v in self.node_probs.items()},
             "used_tree": self.used_tree,
             "combine": self.combine,
+            "unknown_words": self.unknown_words,
+            "warnings": self.warnings,
             "temperature": self.temperature,
             "margin": self.margin,
             "expression": self.expression,
@@ -567,6 +572,26 @@ class GroundingResult:
             "timing": {k: round(v, 6) for k, v in self.timing.items()},
             "notes": self.notes + list(self.proposals.notes),
         }
+
+
+def unknown_words(clips, texts: list[str]) -> list[str]:
+    """Words of ``texts`` that some CLIP of the ensemble cannot represent (each once)."""
+    out: list[str] = []
+    for clip in clips:
+        fn = getattr(clip, "unknown_words", None)
+        out += [w for w in (fn(texts) if fn else []) if w not in out]
+    return out
+
+
+def unknown_note(clips, words: list[str]) -> str:
+    """The notice for words a model does not know (shown by the app, the CLI and the API)."""
+    names = ", ".join(c.name for c in clips if getattr(c, "unknown_words", None)
+                      and c.unknown_words(words))
+    quoted = ", ".join(repr(w) for w in words)
+    return (f"{names} does not know the word(s) {quoted}: each becomes the same unknown token, "
+            f"so they cannot steer the answer (the bundled CLIP knows ShapesWorld's colours, "
+            f"shapes and spatial words; load real CLIP weights for other words, see README "
+            f"'Real weights')")
 
 
 def _rounded(p: np.ndarray) -> list[float]:
@@ -606,6 +631,8 @@ def ground_features(features: ProposalFeatures, expression: str,
     # column 0: the full expression (CLIP's own answer); then each distinct entity text
     texts = [opts.prompt + text.lower(),
              *dict.fromkeys(opts.prompt + e.text.lower() for e in entities)]
+    unknown = unknown_words(features.clips, [text])
+    warnings = [unknown_note(features.clips, unknown)] if unknown else []
     t0 = time.perf_counter()
     logits = features.logits(texts, opts.effective_logit_scale)
     timing["text_s"] = time.perf_counter() - t0
@@ -663,6 +690,8 @@ def ground_features(features: ProposalFeatures, expression: str,
         proposals=props,
         timing=timing,
         notes=notes,
+        unknown_words=unknown,
+        warnings=warnings,
         combine=opts.combine,
         temperature=opts.effective_temperature,
         margin=opts.effective_margin,

@@ -28,6 +28,25 @@ COCO = (
 BUILTIN: dict[str, tuple[str, ...]] = {"voc": VOC, "coco": COCO, "shapes": SHAPES_CLASSES}
 
 
+def vocabulary_warnings(clip, classes: list[str]) -> list[str]:
+    """What ``clip`` cannot know of these class names: the words outside its vocabulary
+    (the bundled ShapesWorld CLIP's word-level tokenizer; open_clip's BPE spells everything).
+    Classes made only of unknown words share one text embedding, so their scores mean
+    nothing; the warning names them."""
+    fn = getattr(clip, "unknown_words", None)
+    unknown = fn(classes) if fn is not None else []
+    if not unknown:
+        return []
+    blind = [c for c in classes if len(fn([c])) == len(c.split())]
+    shown = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+    msg = (f"{clip.name} does not know {len(unknown)} word(s) of these classes ({shown})")
+    if blind:
+        msg += (f"; {len(blind)} of {len(classes)} classes are made only of unknown words and "
+                f"get one shared text embedding, so their scores mean nothing")
+    return [msg + ". The bundled CLIP knows ShapesWorld's colours and shapes only: load real "
+                  "CLIP weights for other classes (README 'Real weights')."]
+
+
 def resolve_vocab(spec, limits: Limits = LIMITS) -> list[str]:
     """A vocabulary from a built-in name (``voc``, ``coco``, ``shapes``), a text file (one class
     per line, or comma-separated), a comma-separated string, or a list of names."""

@@ -110,6 +110,27 @@ def on_example(key: str, s: Session):
     return (*region_view(s), _editor_value(s))
 
 
+def photo_notice(image_name: str, clip: str) -> str | None:
+    """The notice for an image the bundled CLIP was not made for (anything but a ShapesWorld
+    scene), or None."""
+    if not str(clip or "").startswith("shapes") or str(image_name).startswith("ShapesWorld"):
+        return None
+    return ("The bundled CLIP knows only ShapesWorld's coloured shapes: on photos and other "
+            "pictures its classes, captions, labels and groundings are guesses. Load real CLIP "
+            "weights in Settings (e.g. ViT-B-16@openai from the Hugging Face cache, or "
+            "ARCH@/path/to/weights.pt); see README 'Real weights'.")
+
+
+def on_photo_notice(s: Session, clip: str) -> Session:
+    """Shows :func:`photo_notice` once per session (after a new image)."""
+    if s is None or s.image is None:
+        return s
+    text = photo_notice(getattr(s, "image_name", ""), clip)
+    if s.first_notice(text):
+        gr.Info(text, duration=15)
+    return s
+
+
 def on_gallery_select(s: Session, evt: gr.SelectData):
     items = examples.gallery()
     if not 0 <= int(evt.index) < len(items):
@@ -301,6 +322,29 @@ def on_brush(editor, s: Session):
 CUSTOM = "custom"
 
 
+def vocab_choices(clip: str) -> list[tuple[str, str]]:
+    """(label, value) of the Vocabulary dropdown: built-in vocabularies whose class names the
+    CLIP cannot represent are marked (the bundled CLIP's tokenizer is known without loading
+    it; real CLIPs spell every word)."""
+    from ..tasks.vocabularies import BUILTIN
+
+    out = []
+    for name in sorted(BUILTIN, key=lambda n: n != "shapes"):  # ShapesWorld's own first
+        classes, label = BUILTIN[name], name
+        if str(clip or "").startswith("shapes"):
+            from ..shapes.tokenizer import ShapesTokenizer
+
+            if ShapesTokenizer().unknown_words(list(classes)):
+                label = f"{name} (words unknown to the bundled CLIP: scores meaningless)"
+        out.append((label, name))
+    return [*out, (CUSTOM, CUSTOM)]
+
+
+def vocab_dropdown(clip: str, current: str):
+    """The Vocabulary dropdown for a CLIP, keeping the current choice."""
+    return gr.Dropdown(choices=vocab_choices(clip), value=current)
+
+
 def vocab_of(choice: str, custom: str):
     """The vocabulary to rank classes in: the typed custom classes whenever there are any
     (whatever the Vocabulary dropdown says), else the dropdown's built-in vocabulary."""
@@ -418,6 +462,8 @@ def on_invert(s: Session, clip: str, device: str, engine: str, iterations, lr, a
     status = f"MaskInversion ({out.engine}, {len(out.losses)} iterations, " \
              f"{out.timings.get('total_s', 0):.2f} s): {summary}  \n" \
              f"Vocabulary: {html.escape(vocab_label(vocab))}"
+    for w in service.vocab_warnings(vocab, clip=clip, device=device or None):
+        status += f"  \n**Warning:** {html.escape(w)}"
     view = embedding_view(s, names[0])
     dd = gr.Dropdown(choices=names, value=names[0])
     return (s, dd, *view, status, s.timings)
@@ -460,8 +506,13 @@ def on_compare(s: Session, clip: str, device: str, vocab_choice: str, custom: st
     for name, row in zip(s.names(), res["rows"]):
         rows.append([name] + [f"{row[m]['label']} ({row[m]['score']:.2f})"
                               for m in res["methods"]])
+    warn = service.vocab_warnings(vocab, clip=clip, device=device or None)
     table = gr.Dataframe(pd.DataFrame(rows, columns=["region", *res["methods"]]),
-                         label=f"Top-1 class per method · vocabulary {vocab_label(vocab)}")
+                         label=f"Top-1 class per method · vocabulary {vocab_label(vocab)}"
+                               + (" · WARNING: the model does not know these class names"
+                                  if warn else ""))
+    for w in warn:
+        gr.Warning(w)
     return s, table, s.timings
 
 
@@ -546,6 +597,8 @@ def grounding_view(image: np.ndarray, res) -> dict:
            else "no spatial keyword: CLIP's isolated proposal scores alone")
     which = ", ".join(f"**{i}** (p = {probs[i]:.2f})" for i in chosen)
     summary = f"Chosen proposal {which}; {how}."
+    for w in d.get("warnings") or []:
+        summary = f"**Warning:** {html.escape(str(w))}\n\n" + summary
     if d["notes"]:
         summary += " " + " ".join(f"_{html.escape(str(n))}_" for n in d["notes"])
     tree = res.tree.describe() if res.tree is not None else "(parser off: IPS alone)"
@@ -573,6 +626,8 @@ def on_label(s: Session, classes: str, source: str, clip: str, device: str,
     s.timings["label_s"] = round(time.perf_counter() - t0, 4)
     if view["notice"]:
         gr.Info(view["notice"])
+    for w in res.warnings:
+        gr.Warning(w)
     annotated = gr.AnnotatedImage(view["annotated"], color_map=view["colours"])
     return s, annotated, view["table"], s.timings
 

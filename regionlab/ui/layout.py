@@ -162,7 +162,7 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                 with gr.Accordion("How it works", open=False):
                     gr.Markdown(texts.EMBEDDING)
                 with gr.Row():
-                    vocab_dd = gr.Dropdown(["shapes", "voc", "coco", "custom"],
+                    vocab_dd = gr.Dropdown(handlers.vocab_choices(options.clip),
                                            value=default_vocab, label="Vocabulary",
                                            elem_id="rl-vocab")
                     custom = gr.Textbox(label="Custom classes (comma-separated; used when "
@@ -308,12 +308,14 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
 
         # ---------------------------------------------------------------------- wiring
         regions_out = [state, canvas, region_dd, legend]
+        notice = {"fn": handlers.on_photo_notice, "inputs": [state, clip_dd], "outputs": [state],
+                  "queue": False, "show_progress": "hidden", **quiet}
         canvas.input(ui_errors(handlers.on_image_input), [canvas, state],
-                     [*regions_out, editor], **quiet)
+                     [*regions_out, editor], **quiet).then(**notice)
         gallery.select(ui_errors(handlers.on_gallery_select), [state], [*regions_out, editor],
-                       **quiet)
+                       **quiet).then(**notice)
         seed_btn.click(ui_errors(handlers.on_scene_seed), [seed, state], [*regions_out, editor],
-                       **quiet)
+                       **quiet).then(**notice)
         canvas.select(ui_errors(h.click), [state, mode, sam_dd], regions_out, **quiet, **model)
         # The same session actions for gradio_client (which cannot fire .select): undocumented
         # endpoints acting on the caller's own session state.
@@ -386,6 +388,8 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         # failing load (a model that cannot be had fails within seconds, see models/hub.py)
         # does not hold other sessions' model calls.
         loading = {"concurrency_id": "load", "concurrency_limit": 2}
+        clip_dd.change(handlers.vocab_dropdown, [clip_dd, vocab_dd], [vocab_dd], **quiet,
+                       queue=False, show_progress="hidden")
         clip_dd.input(ui_errors(h.clip_defaults), [clip_dd, device_dd],
                       [iterations, lr, alpha, resolution], api_name="session_clip_defaults",
                       **hidden, **loading)

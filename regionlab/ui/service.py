@@ -205,6 +205,13 @@ def thin_history(history, max_frames: int = 26,
     return out, list(idx)
 
 
+def vocab_warnings(vocab, *, clip: str, device: str | None = None) -> list[str]:
+    """What the model cannot know of a vocabulary's class names (empty when it knows them)."""
+    from ..tasks.vocabularies import resolve_vocab, vocabulary_warnings
+
+    return vocabulary_warnings(load_clip(clip, device), resolve_vocab(vocab))
+
+
 def retrieve(embeddings: np.ndarray, vocab, *, clip: str, device: str | None = None,
              templates: str = "single", top_k: int = 5) -> list[list[dict]]:
     """Per region the top-k classes of ``vocab`` (a built-in name, a comma list or a list)."""

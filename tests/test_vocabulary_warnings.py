@@ -1,0 +1,94 @@
+"""Words the bundled CLIP cannot know are named, never silently scored (issue 27 item 3)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from regionlab.models import get_spec
+
+
+@pytest.fixture(scope="module")
+def clip():
+    ok, why = get_spec("shapes-clip", "clip").available()
+    if not ok:
+        pytest.skip(f"bundled CLIP not available: {why}")
+    from regionlab.models import load_clip
+
+    return load_clip("shapes-clip")
+
+
+def test_vocabulary_warnings_name_the_unknown_words(clip):
+    from regionlab.tasks.vocabularies import BUILTIN, vocabulary_warnings
+
+    assert vocabulary_warnings(clip, list(BUILTIN["shapes"])) == []
+    (coco,) = vocabulary_warnings(clip, list(BUILTIN["coco"]))
+    assert "'person'" in coco and "78 of 80 classes" in coco and "Real weights" in coco
+    (mixed,) = vocabulary_warnings(clip, ["red star", "person", "cup"])
+    assert "2 word(s)" in mixed and "'person', 'cup'" in mixed and "2 of 3 classes" in mixed
+    # two classes of unknown words get the same text embedding: the warning is not idle talk
+    from regionlab.tasks.retrieval import class_text_embeddings
+
+    e = class_text_embeddings(clip, ["person", "cup", "red star"])
+    assert float((e[0] - e[1]).abs().max()) == 0.0 and float((e[0] - e[2]).abs().max()) > 0
+
+
+def test_cli_classify_and_label_warn_on_stderr_and_in_json(clip, tmp_path, capsys):
+    from regionlab import cli
+    from regionlab.ui import examples
+
+    Image.fromarray(examples.scene(24).image).save(tmp_path / "scene.png")
+    assert cli.main(["classify", str(tmp_path / "scene.png"), "--vocab", "voc", "--json"]) == 0
+    out, err = capsys.readouterr()
+    first = json.loads(out)
+    first = first[0] if isinstance(first, list) else first
+    assert first["warnings"] and "regionlab classify: warning:" in err
+    assert cli.main(["label", str(tmp_path / "scene.png"), "--classes", "person, red star",
+                     "--out", str(tmp_path / "map.png"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "'person'" in json.loads(out)["warnings"][0] and "regionlab label: warning:" in err
+    assert cli.main(["classify", str(tmp_path / "scene.png"), "--vocab", "shapes",
+                     "--json"]) == 0
+    out, err = capsys.readouterr()
+    first = json.loads(out)
+    first = first[0] if isinstance(first, list) else first
+    assert "warnings" not in first and "warning:" not in err
+
+
+def test_app_service_reports_vocabulary_warnings(clip):
+    from regionlab.ui import service
+
+    assert service.vocab_warnings("shapes", clip="shapes-clip") == []
+    assert "shapes-clip does not know" in service.vocab_warnings("coco", clip="shapes-clip")[0]
+
+
+def test_vocabulary_dropdown_marks_what_the_bundled_clip_cannot_know():
+    from regionlab.ui.handlers import vocab_choices
+
+    bundled = dict((v, label) for label, v in vocab_choices("shapes-clip"))
+    assert bundled["shapes"] == "shapes" and bundled["custom"] == "custom"
+    assert "unknown to the bundled CLIP" in bundled["coco"]
+    assert "unknown to the bundled CLIP" in bundled["voc"]
+    real = dict((v, label) for label, v in vocab_choices("ViT-B-16@openai"))
+    assert real["coco"] == "coco"
+    assert [v for _, v in vocab_choices("shapes-clip")][0] == "shapes"
+
+
+def test_photo_notice_once_per_session_for_the_bundled_clip():
+    from regionlab.ui import examples
+    from regionlab.ui.handlers import on_photo_notice, photo_notice
+    from regionlab.ui.session import Session
+
+    assert photo_notice("ShapesWorld scene 24", "shapes-clip") is None
+    assert photo_notice("astronaut", "ViT-B-16@openai") is None
+    text = photo_notice("upload", "shapes-clip")
+    assert "knows only ShapesWorld" in text and "Real weights" in text
+    s = Session()
+    if not examples.photos_available():
+        pytest.skip("scikit-image photos not installed")
+    s.set_image(examples.photo_example("coffee").image, "coffee")
+    on_photo_notice(s, "shapes-clip")
+    assert text in s.notices_shown
+    assert not s.first_notice(text)  # not shown again in this session
