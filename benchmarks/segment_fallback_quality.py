@@ -1,10 +1,12 @@
 """Quality of the classical (offline) segmenter and proposal generator on held-out ShapesWorld.
 
     python benchmarks/segment_fallback_quality.py [--scenes 500] [--segmenter classical]
+        [--renderer pil|cv]
 
 Targets (issue 5): clicked object mean IoU >= 0.9; proposal recall >= 95% at IoU 0.5.
-Scenes: the ShapesWorld "test" split (seed namespace disjoint from training), 64 px.
-Writes benchmarks/results/segment_fallback_quality.json and prints a markdown table.
+Scenes: the ShapesWorld "test" split (seed namespace disjoint from training), 64 px, from our
+renderer (``pil``) or the independent OpenCV renderer (``cv``, a shift set nothing is tuned on).
+Writes benchmarks/results/segment_fallback_quality[_cv].json and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -31,10 +33,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=500)
     ap.add_argument("--segmenter", default="classical")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--renderer", default="pil", choices=["pil", "cv"])
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    args.out = args.out or (OUT if args.renderer == "pil"
+                            else OUT.with_name(OUT.stem + "_cv.json"))
     torch.set_num_threads(1)
-    scenes = held_out_scenes(args.scenes)
+    if args.renderer == "cv":
+        from regionlab.shapes.render_cv import render_scene_cv
+        from regionlab.shapes.scenes import SPLITS
+
+        scenes = [render_scene_cv((SPLITS["test"], 0, i)) for i in range(args.scenes)]
+    else:
+        scenes = held_out_scenes(args.scenes)
     t0 = time.time()
     prompts = [evaluate_prompts(scenes, args.segmenter, "click", 1.5),
                evaluate_prompts(scenes, args.segmenter, "click", "centre"),
@@ -44,7 +55,7 @@ def main() -> None:
     result = {
         "benchmark": "segment_fallback_quality",
         "segmenter": args.segmenter,
-        "split": "test", "scenes": len(scenes), "image_size": 64,
+        "split": "test", "renderer": args.renderer, "scenes": len(scenes), "image_size": 64,
         "prompts": [as_dict(p) for p in prompts],
         "proposals": {"settings": "defaults (points_per_side 16, max_proposals 50, nms_iou 0.7)",
                       **as_dict(props)},
