@@ -70,7 +70,7 @@ def main() -> None:
             page.locator("#rl-tabs").screenshot(path=str(args.out / "app_region_embedding.png"))
 
             page.get_by_role("tab", name="Grounding").click()
-            page.get_by_label("Referring expression").fill("the red shape on the right")
+            page.get_by_label("Referring expression").fill("the biggest shape")
             page.locator("#rl-ground").click()
             wait_text(page, "#rl-ground-summary", "Chosen proposal")
             time.sleep(1.5)

@@ -596,7 +596,7 @@ def grounding_view(image: np.ndarray, res) -> dict:
     how = (f"the parse tree decided ({res.combine} combination)" if d["used_tree"]
            else "no spatial keyword: CLIP's isolated proposal scores alone")
     which = ", ".join(f"**{i}** (p = {probs[i]:.2f})" for i in chosen)
-    summary = f"Chosen proposal {which}; {how}."
+    summary = f"Chosen proposal {which} (yellow); {how}."
     for w in d.get("warnings") or []:
         summary = f"**Warning:** {html.escape(str(w))}\n\n" + summary
     if d["notes"]:

@@ -238,8 +238,10 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                 ground_btn = gr.Button("Ground", variant="primary", elem_id="rl-ground")
                 ground_summary = gr.Markdown(elem_id="rl-ground-summary")
                 with gr.Row():
+                    # no label badge: it would cover the labels of boxes near the top left
                     ground_img = gr.Image(label="Proposals (chosen in yellow)", format="png",
-                                          interactive=False)
+                                          interactive=False, show_label=False,
+                                          elem_id="rl-ground-image")
                     with gr.Column():
                         ground_table = gr.Dataframe(label="Per-proposal probability",
                                                     interactive=False)
