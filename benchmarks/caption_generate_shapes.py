@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from regionlab.eval.shapes_regions import classify
 from regionlab.models import get_spec, load, load_clip
 from regionlab.models.captioner import CaptionOptions
 from regionlab.region.baselines import region_embeddings
-from regionlab.shapes.decoder_data import classify
+from regionlab.shapes.captions import parse_caption
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
-from regionlab.shapes.train_captioner import parse_caption
-from regionlab.shapes.train_generator import validation_views
+from regionlab.shapes.views import validation_views
 from regionlab.shapes.vocab import CLASSES
 
 ROOT = Path(__file__).resolve().parent

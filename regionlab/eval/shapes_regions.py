@@ -46,6 +46,13 @@ def _acc(clip, images, labels, text) -> float:
     return float(np.mean([CLASSES[p] == lab for p, lab in zip(pred, labels)]))
 
 
+def classify(clip, images, templates: str = "single") -> np.ndarray:
+    """Zero-shot ShapesWorld class index of each image by ``clip`` (argmax cosine)."""
+    text = class_text_embeddings(clip, list(CLASSES), templates)
+    emb = torch.nn.functional.normalize(clip.encode_images(list(images)), dim=-1)
+    return (emb.to(text.device) @ text.T).argmax(-1).cpu().numpy()
+
+
 def zero_shot(clip, n: int = 300, split: str = "test", seed: int = 0, templates="single",
               first: int = 0) -> dict:
     text = class_text_embeddings(clip, list(CLASSES), templates)

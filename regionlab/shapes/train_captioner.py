@@ -34,10 +34,12 @@ from ..models.captioner import (
     read_prefix_captioner,
     save_prefix_captioner,
 )
-from .decoder_data import embed, file_digest, maskinversion_views, object_views
+from .captions import parse_caption
+from .decoder_data import embed, file_digest, maskinversion_views
 from .provenance import environment
 from .scenes import article
-from .vocab import CLASSES, COLOUR_NAMES, SHAPES
+from .views import VAL_NAMESPACE, object_views
+from .vocab import CLASSES
 
 MAX_LEN = 8
 
@@ -59,16 +61,6 @@ def build(seed: int, vocab_size: int, embed_dim: int) -> PrefixCaptioner:
                      bos_token_id=None, eos_token_id=None, pad_token_id=0,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return PrefixCaptioner(embed_dim, prefix_length=4, gpt_config=cfg, hidden=256)
-
-
-def parse_caption(text: str) -> tuple[str | None, str | None]:
-    """(first colour word, first shape word) of a caption, None where absent."""
-    words = text.lower().replace(".", " ").split()
-    colour = next((w for w in words if w in COLOUR_NAMES), None)
-    shape = next((w for w in words if w.rstrip("s") in SHAPES or w in SHAPES), None)
-    if shape and shape not in SHAPES:
-        shape = shape.rstrip("s")
-    return colour, shape
 
 
 def exact_match(captions: list[str], labels: list[str]) -> dict:
@@ -122,14 +114,15 @@ def main(argv=None) -> None:
     clip = load_clip("shapes-clip", "cpu")
     clip_path = get_spec("shapes-clip").extra["path"]
     train = object_views(a.single, a.masked, a.context, seed=a.seed)
-    val = object_views(600, 600, 300, seed=a.seed, namespace=1_000 + 5)
+    val = object_views(600, 600, 300, seed=a.seed, namespace=VAL_NAMESPACE)
     t_render = time.time() - t0
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
     labels_train, labels_val = train.labels, val.labels
     kinds_val = val.kinds
     if a.maskinversion:
         mi_train, mi_labels = maskinversion_views(clip, a.maskinversion, seed=a.seed)
-        mi_val, mi_val_labels = maskinversion_views(clip, 300, seed=a.seed, namespace=1_000 + 5)
+        mi_val, mi_val_labels = maskinversion_views(clip, 300, seed=a.seed,
+                                                    namespace=VAL_NAMESPACE)
         emb_train = torch.cat([emb_train, mi_train])
         labels_train = np.concatenate([labels_train, mi_labels])
         emb_val = torch.cat([emb_val, mi_val])

@@ -52,11 +52,10 @@ from ..tasks.templates import IMAGENET, VILD
 from .model import CONFIG, build_model, tokenizer
 from .provenance import environment
 from .scenes import RenderOptions, article, render_scene
+from .views import MEAN, SIZE, context_crop, fit, masked_crop
 from .vocab import CLASSES, SHAPES
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
-SIZE = CONFIG["vision_cfg"]["image_size"]
 PATCH = CONFIG["vision_cfg"]["patch_size"]
 CAPTION_WRAPS = ("{}", "a photo of {}.", "an image of {}.", "there is {} in the scene.")
 LOSSES = ("clip", "cls", "region", "legrad", "contrast", "mi")
@@ -68,31 +67,6 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     arr = np.stack(images).astype(np.float32) / 255.0
     arr = (arr - MEAN) / STD
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float()
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
-
-
-def masked_crop(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
-    """OVSeg recipe: tight box, outside-mask pixels = CLIP mean colour, stretched to size."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = image[y0:y1, x0:x1].copy()
-    crop[~mask[y0:y1, x0:x1]] = np.rint(MEAN * 255).astype(np.uint8)
-    return _resize(crop, size)
-
-
-def context_crop(image: np.ndarray, box, factor: float, size: int) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    half = max(x1 - x0, y1 - y0) * factor / 2
-    h, w = image.shape[:2]
-    a0, b0 = int(max(0, cx - half)), int(max(0, cy - half))
-    a1, b1 = int(min(w, cx + half + 1)), int(min(h, cy + half + 1))
-    return _resize(image[b0:b1, a0:a1], size)
 
 
 def grid_fraction(mask: np.ndarray, grid: int) -> np.ndarray:
@@ -152,7 +126,7 @@ def make_batch(
             colour_jitter=float(rng.uniform(0.5, jitter_max)) if jitter_max != 1.0 else 1.0,
         )
         scene = render_scene((3, seed, step, i), opts)
-        img = _resize(scene.image, SIZE)
+        img = fit(scene.image, SIZE)
         if single:
             cls_imgs.append(img)
             cls_labels.append(CLASSES.index(scene.objects[0].label))

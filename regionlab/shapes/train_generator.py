@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..eval.shapes_regions import classify
 from ..models.generator import (
     ShapesDiffusion,
     read_shapes_generator,
@@ -39,17 +40,11 @@ from ..models.generator import (
     to_pil,
     training_scheduler,
 )
-from .decoder_data import classify, embed, file_digest, object_views
+from .decoder_data import embed, file_digest
 from .provenance import environment
+from .views import GENERATOR_MIN_SCALE as MIN_SCALE
+from .views import object_views, validation_views
 from .vocab import CLASSES
-
-MIN_SCALE = 0.15  # smallest object radius (fraction of the image side) of the training scenes
-VAL_NAMESPACE = 1_000 + 5  # held-out single-object scenes, disjoint from training
-
-
-def validation_views(n: int, seed: int = 0, min_scale: float = MIN_SCALE):
-    """The held-out single-object scenes the recorded metrics are measured on."""
-    return object_views(n, 0, 0, seed=seed, namespace=VAL_NAMESPACE, min_scale=min_scale)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
