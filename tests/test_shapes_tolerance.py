@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from regionlab.shapes import recipe, tolerance
+from regionlab.training import recipe, tolerance
 
 
 def result(zs=0.975, shifted=0.907, crops=0.998, dice=0.457, top1=0.918, mi=0.800, split="test",

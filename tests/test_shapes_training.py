@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from regionlab.shapes import train_clip
+from regionlab.training import train_clip
 
 TINY = [
     "--steps",
@@ -115,7 +115,7 @@ PINNED_BATCH = "cfb8a9936b04688b35537a831dfded45bb4af4539821f1d91e4f4c58c924ec82
 
 
 def test_generator_fine_tunes_from_init(tmp_path):
-    from regionlab.shapes import train_generator
+    from regionlab.training import train_generator
 
     tiny = [
         "--steps",
@@ -156,7 +156,9 @@ def test_generator_fine_tunes_from_init(tmp_path):
 
 
 def test_recipe_relocates_runs_paths_and_environment(tmp_path):
-    from regionlab.shapes.recipe import relocate
+    """Paths under runs/ move to the output folder; a command recorded before the training
+    scripts moved to regionlab.training (``regionlab.shapes.train_*``) runs the moved script."""
+    from regionlab.training.recipe import relocate
 
     env, argv = relocate(
         "REGIONLAB_SHAPES_CLIP=runs/s2.safetensors python -m "
@@ -166,29 +168,42 @@ def test_recipe_relocates_runs_paths_and_environment(tmp_path):
     assert env == {"REGIONLAB_SHAPES_CLIP": str(tmp_path / "s2.safetensors")}
     assert argv[1:] == [
         "-m",
-        "regionlab.shapes.train_generator",
+        "regionlab.training.train_generator",
         "--init",
         str(tmp_path / "g1.safetensors"),
         "--lr",
         "5e-4",
     ]
+    # the same command under today's module name relocates the same
+    assert relocate(
+        "REGIONLAB_SHAPES_CLIP=runs/s2.safetensors python -m "
+        "regionlab.training.train_generator --init runs/g1.safetensors --lr 5e-4",
+        tmp_path,
+    ) == (env, argv)
     with pytest.raises(ValueError, match="not a RegionLab training command"):
         relocate("rm -rf runs/", tmp_path)
+    for other in ("regionlab.shapes.scenes", "regionlab.training.recipe", "regionlab.cli"):
+        with pytest.raises(ValueError, match="not a RegionLab training command"):
+            relocate(f"python -m {other} --out runs/x", tmp_path)
 
 
-def test_recorded_recipe_commands_are_valid(capsys):
-    """Every command recorded next to the bundled weights still parses with today's scripts."""
+def test_recorded_recipe_commands_are_valid(tmp_path, capsys):
+    """Every command recorded next to the bundled weights still parses with today's scripts
+    (the module it runs as today: the recipe's relocated command)."""
     import importlib
     import shlex
 
-    from regionlab.shapes.recipe import recorded_commands
+    from regionlab.training.recipe import recorded_commands, relocate
 
     commands = recorded_commands()
     assert len(commands) >= 4
     for cmd in commands:
         argv = shlex.split(cmd)
         i = argv.index("-m")
-        module = importlib.import_module(argv[i + 1])
+        run = relocate(cmd, tmp_path)[1]
+        assert run[2].startswith("regionlab.training.train_"), (cmd, run)
+        assert run[2].rpartition(".")[2] == argv[i + 1].rpartition(".")[2], (cmd, run)
+        module = importlib.import_module(run[2])
         with pytest.raises(SystemExit):
             module.main(["--help"])
         flags = set(capsys.readouterr().out.replace(",", " ").split())
@@ -200,8 +215,8 @@ def test_maskinversion_views_for_the_captioner_are_unit_and_deterministic():
     import torch
 
     from regionlab.models import load_clip
-    from regionlab.shapes.decoder_data import maskinversion_views
     from regionlab.shapes.vocab import CLASSES
+    from regionlab.training.decoder_data import maskinversion_views
 
     clip = load_clip("shapes-clip")
     emb, labels = maskinversion_views(clip, 5, seed=3)
@@ -345,7 +360,7 @@ def test_unrolled_maskinversion_follows_adamw_and_reaches_the_model():
 
 def test_recipe_compares_each_model_with_its_last_recorded_stage(tmp_path):
     """``--compare`` reads the re-run record of the stage each bundled model ships."""
-    from regionlab.shapes import recipe
+    from regionlab.training import recipe
 
     stages = {name: recipe.final_stage(name) for name in recipe.MODELS}
     assert stages["shapes_clip"].startswith("stage")
@@ -361,7 +376,7 @@ def test_recipe_stage_records_follow_the_recorded_commands():
     """Each recorded command has its stage record, whose ``init`` is that command's ``--init``."""
     import shlex
 
-    from regionlab.shapes import recipe
+    from regionlab.training import recipe
 
     for name in recipe.MODELS:
         commands = json.loads((recipe.ASSETS / f"{name}.json").read_text())["commands"]
@@ -380,7 +395,7 @@ def test_recipe_stage_records_follow_the_recorded_commands():
 def test_recipe_runs_in_sittings_resume_until_and_carry(tmp_path, capsys):
     """A re-run split over sittings: ``--resume`` skips finished stages, ``--until`` stops after
     one, ``--carry`` names the files the rest still needs (and fails when one is missing)."""
-    from regionlab.shapes import recipe
+    from regionlab.training import recipe
 
     commands = recipe.recorded_commands()
     assert recipe.carry(tmp_path, commands) == []
@@ -392,6 +407,7 @@ def test_recipe_runs_in_sittings_resume_until_and_carry(tmp_path, capsys):
     recipe.main(["--out-dir", str(tmp_path), "--resume", "--until", "stage5", "--dry-run"])
     shown = capsys.readouterr().out.splitlines()
     assert len(shown) == 2 and "--out " + str(tmp_path / "stage4") in shown[0]
+    assert all(" -m regionlab.training.train_clip " in line for line in shown)
     assert str(tmp_path / "stage5") in shown[1]
     with pytest.raises(SystemExit):
         recipe.main(["--out-dir", str(tmp_path), "--carry"])
@@ -417,7 +433,7 @@ def test_recipe_runs_in_sittings_resume_until_and_carry(tmp_path, capsys):
 def test_recipe_compares_every_rerun_stage_with_its_record(tmp_path):
     """``--compare`` matches re-run stages (val metrics and history) with their records and
     reports differences."""
-    from regionlab.shapes import recipe
+    from regionlab.training import recipe
 
     clip = recipe.stage_records("shapes_clip")["stage3"]
     gen = recipe.stage_records("shapes_generator")["generator2"]

@@ -159,7 +159,7 @@ def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> L
         raise ModelUnavailableError(
             f"model {spec.name!r}: bundled weights not found at {path}. Reinstall RegionLab from a "
             f"full checkout (the file ships in assets/), or retrain with "
-            f"`python -m regionlab.shapes.train_clip`."
+            f"`python -m regionlab.training.train_clip`."
         )
     with weights_loaded_after(ARCH_NAME):  # the trained weights are loaded just below
         model = build_model()

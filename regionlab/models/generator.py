@@ -396,7 +396,7 @@ def shapes_generator_spec(name: str = "shapes-generator") -> ModelSpec:
         name=name, kind="generator", source=f"bundled:{path}", loader=_load_shapes,
         availability=_shapes_available, arch="ShapesDiffusion-64",
         description="ShapesWorld 64 px diffusion decoder trained here; reads shapes-clip",
-        how_to_get="Retrain with `python -m regionlab.shapes.train_generator`.",
+        how_to_get="Retrain with `python -m regionlab.training.train_generator`.",
         extra={"path": str(path), "clip": "shapes-clip", "embed_dim": 96},
     )
 

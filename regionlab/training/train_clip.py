@@ -1,6 +1,6 @@
 """Train the bundled ShapesWorld CLIP on CPU, deterministically by seed.
 
-    python -m regionlab.shapes.train_clip --steps 1200 --seed 0 --out assets/models/shapes_clip
+    python -m regionlab.training.train_clip --steps 1200 --seed 0 --out assets/models/shapes_clip
 
 Objectives (all on procedurally generated scenes, see ``regionlab.shapes.scenes``):
 
@@ -48,12 +48,12 @@ from PIL import Image
 
 from ..explain.legrad import relevance_from_grad
 from ..explain.vit import embed_tokens, pooled_mean_embedding, run_blocks, trace_block
+from ..shapes.model import CONFIG, build_model, tokenizer
+from ..shapes.scenes import RenderOptions, article, render_scene
+from ..shapes.views import MEAN, SIZE, context_crop, fit, masked_crop
+from ..shapes.vocab import CLASSES, SHAPES
 from ..tasks.templates import IMAGENET, VILD
-from .model import CONFIG, build_model, tokenizer
 from .provenance import environment
-from .scenes import RenderOptions, article, render_scene
-from .views import MEAN, SIZE, context_crop, fit, masked_crop
-from .vocab import CLASSES, SHAPES
 
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
 PATCH = CONFIG["vision_cfg"]["patch_size"]

@@ -1,11 +1,11 @@
 """Train the bundled ShapesWorld captioner (CLIPCap-style prefix decoder) on CPU, by seed.
 
-    python -m regionlab.shapes.train_captioner --seed 0 --out assets/models/shapes_captioner
+    python -m regionlab.training.train_captioner --seed 0 --out assets/models/shapes_captioner
 
 Data: unit embeddings, by the bundled CLIP (``shapes-clip``; ``REGIONLAB_SHAPES_CLIP``
 overrides its weights), of single-object scenes (object scale 6-45%), masked crops and context
 crops of objects of multi-object scenes, and (``--maskinversion N``) MaskInversion embeddings
-of objects, what the app captions (``regionlab.shapes.decoder_data``); target caption
+of objects, what the app captions (``regionlab.training.decoder_data``); target caption
 ``"a red circle"`` (article + colour + shape). Gaussian noise on the embeddings (random
 strength, renormalised) makes the decoder tolerant of region embeddings that are not exactly
 image embeddings. Model: MLP mapper (embedding -> 4 prefix vectors) + a 2-layer GPT-2 (width
@@ -34,12 +34,12 @@ from ..models.captioner import (
     read_prefix_captioner,
     save_prefix_captioner,
 )
-from .captions import parse_caption
+from ..shapes.captions import parse_caption
+from ..shapes.scenes import article
+from ..shapes.views import VAL_NAMESPACE, object_views
+from ..shapes.vocab import CLASSES
 from .decoder_data import embed, file_digest, maskinversion_views
 from .provenance import environment
-from .scenes import article
-from .views import VAL_NAMESPACE, object_views
-from .vocab import CLASSES
 
 MAX_LEN = 8
 

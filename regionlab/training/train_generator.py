@@ -1,6 +1,6 @@
 """Train the bundled ShapesWorld generator (CLIP-embedding-conditioned diffusion) on CPU.
 
-    python -m regionlab.shapes.train_generator --seed 0 --out assets/models/shapes_generator
+    python -m regionlab.training.train_generator --seed 0 --out assets/models/shapes_generator
 
 Data: single-object ShapesWorld scenes (object radius ``--min-scale`` (15%) to 20-45% of the
 image: the generator draws the region's object prominently; resized to 64 px) and their unit
@@ -40,11 +40,11 @@ from ..models.generator import (
     to_pil,
     training_scheduler,
 )
+from ..shapes.views import GENERATOR_MIN_SCALE as MIN_SCALE
+from ..shapes.views import object_views, validation_views
+from ..shapes.vocab import CLASSES
 from .decoder_data import embed, file_digest
 from .provenance import environment
-from .views import GENERATOR_MIN_SCALE as MIN_SCALE
-from .views import object_views, validation_views
-from .vocab import CLASSES
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Re-train the bundled ShapesWorld models from scratch, exactly as recorded next to the weights.
 
-    python -m regionlab.shapes.recipe --dry-run            # print the commands
-    python -m regionlab.shapes.recipe --out-dir runs/again # run them (hours on 2 CPU cores)
-    python -m regionlab.shapes.recipe --compare runs/again # metrics: shipped vs re-trained
-    python -m regionlab.shapes.recipe --check FILE         # test split: within tolerance?
+    python -m regionlab.training.recipe --dry-run            # print the commands
+    python -m regionlab.training.recipe --out-dir runs/again # run them (hours on 2 CPU cores)
+    python -m regionlab.training.recipe --compare runs/again # metrics: shipped vs re-trained
+    python -m regionlab.training.recipe --check FILE         # test split: within tolerance?
 
 A re-run can be split over several sittings: ``--resume`` skips every command whose record
 (``runs/NAME.json``) is already in ``--out-dir``, ``--until NAME`` stops after the command that
@@ -14,7 +14,9 @@ CLIP is ready while an earlier CLIP stage is not), and ``--carry`` lists the fil
 Each ``assets/models/shapes_*.json`` records its ``commands`` in order (the CLIP first: the
 captioner and the generator learn from its embeddings). Paths under ``runs/`` are moved to
 ``--out-dir``; a leading ``NAME=value`` sets an environment variable for that command (e.g.
-``REGIONLAB_SHAPES_CLIP``, which CLIP the decoders embed with).
+``REGIONLAB_SHAPES_CLIP``, which CLIP the decoders embed with). The records keep the module
+each command ran as: the training scripts were ``regionlab.shapes.train_*`` until they moved to
+``regionlab.training`` (issue 27 item 6), so those names run as ``regionlab.training.train_*``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from regionlab.shapes import tolerance
+from regionlab.training import tolerance
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 SHIPPED_QUALITY = ASSETS.parents[1] / "benchmarks" / "results" / "shapes_quality.json"
@@ -54,17 +56,34 @@ def split(command: str) -> tuple[dict, list[str]]:
     return env, argv
 
 
+TRAINING = "regionlab.training.train_"
+# where the training scripts were when most of the recorded commands ran
+FORMER = ("regionlab.shapes.train_",)
+
+
+def training_module(name: str) -> str | None:
+    """The module a recorded ``python -m NAME`` runs as today: a training script's current name
+    (``regionlab.shapes.train_clip`` -> ``regionlab.training.train_clip``), None for any other
+    module."""
+    for prefix in (TRAINING, *FORMER):
+        if name.startswith(prefix) and name[len(prefix):].isidentifier():
+            return TRAINING + name[len(prefix):]
+    return None
+
+
 def relocate(command: str, out_dir: Path) -> tuple[dict, list[str]]:
-    """(environment additions, argv) with ``runs/`` paths moved under ``out_dir``."""
+    """(environment additions, argv) with ``runs/`` paths moved under ``out_dir`` and the
+    training script under its current module name."""
 
     def moved(value: str) -> str:
         return str(out_dir / value[len("runs/"):]) if value.startswith("runs/") else value
 
     env, argv = split(command)
-    if argv[:2] != ["python", "-m"] or len(argv) < 3 or not argv[2].startswith(
-            "regionlab.shapes.train_"):
+    module = training_module(argv[2]) if argv[:2] == ["python", "-m"] and len(argv) > 2 else None
+    if module is None:
         raise ValueError(f"not a RegionLab training command: {command!r}")
-    return {k: moved(v) for k, v in env.items()}, [sys.executable, *map(moved, argv[1:])]
+    return ({k: moved(v) for k, v in env.items()},
+            [sys.executable, "-m", module, *map(moved, argv[3:])])
 
 
 def record_metrics(record: dict) -> dict:

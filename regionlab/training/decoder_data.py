@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .scenes import RenderOptions, render_scene
-from .views import SEED_NAMESPACE
-from .vocab import CLASSES
+from ..shapes.scenes import RenderOptions, render_scene
+from ..shapes.views import SEED_NAMESPACE
+from ..shapes.vocab import CLASSES
 
 
 def maskinversion_views(clip, n: int, seed: int = 0, namespace: int = SEED_NAMESPACE
