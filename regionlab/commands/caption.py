@@ -7,6 +7,7 @@ from . import as_list
 NAME = "caption"
 HELP = "caption mask regions from their region embeddings (CLIPCap-style decoder)"
 MANIFEST_KEYS = ("image (path), masks (list of mask paths), method, captioner, model, beams, "
+                 "no_rerank, "
                  "sample, temperature, top_p, max_tokens, seed, engine, iterations, lr, alpha, "
                  "resolution")
 METHODS = ["maskinversion", "global", "crop", "masked-crop", "blur", "red-circle"]
@@ -38,7 +39,10 @@ def add_arguments(p) -> None:
     p.add_argument("--captioner", default=None,
                    help="captioner name (default: REGIONLAB_CAPTIONER or shapes-captioner), "
                         "or clipcap@/path/to/weights.pt")
-    p.add_argument("--beams", type=int, default=3, help="beam search width (1 = greedy)")
+    p.add_argument("--beams", type=int, default=5, help="beam search width (1 = greedy)")
+    p.add_argument("--no-rerank", action="store_true",
+                   help="keep the captioner's top beam (default: rerank the beams with CLIP so "
+                        "the caption names what class retrieval finds)")
     p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beams")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.9)
@@ -48,7 +52,7 @@ def add_arguments(p) -> None:
 
 def item_from_args(args, manifest: bool) -> dict:
     keys = ("method", "model", "captioner", "beams", "sample", "temperature", "top_p",
-            "max_tokens", "seed", *MI_KEYS)
+            "max_tokens", "seed", "no_rerank", *MI_KEYS)
     item = {k: getattr(args, k) for k in keys}
     if not manifest:
         item["image"] = args.image
@@ -63,10 +67,11 @@ def run(item: dict, args, out_dir) -> dict:
     if not item.get("image"):
         raise ValueError("no image given")
     masks = as_list(item.get("masks"))
-    opts = CaptionOptions(beams=item.get("beams", 3), sample=bool(item.get("sample", False)),
+    opts = CaptionOptions(beams=item.get("beams", 5), sample=bool(item.get("sample", False)),
                           temperature=item.get("temperature", 1.0), top_p=item.get("top_p", 0.9),
                           max_tokens=item.get("max_tokens", 20), seed=item.get("seed", 0))
     res = caption_regions(item["image"], masks, captioner=item.get("captioner"),
                           method=item.get("method", "maskinversion"), clip=item.get("model"),
-                          options=opts, region_options=region_options(item))
+                          options=opts, region_options=region_options(item),
+                          rerank=not item.get("no_rerank"))
     return {"image": str(item["image"]), "masks": [str(m) for m in masks], **res.to_json()}

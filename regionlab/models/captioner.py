@@ -41,7 +41,7 @@ class CaptionOptions:
     """Decoding options. ``sample=False``: beam search with ``beams`` beams (1 = greedy);
     ``sample=True``: nucleus sampling (``top_p``, ``temperature``), reproducible by ``seed``."""
 
-    beams: int = 3
+    beams: int = 5  # the candidates that caption reranking chooses from (tasks.caption)
     sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
@@ -168,6 +168,35 @@ class LoadedCaptioner:
         ids = self._decode(emb, opts)
         texts = [self.codec.decode(row) for row in ids]
         return texts[0] if single else texts
+
+    @torch.no_grad()
+    def candidates(self, embeddings, options: CaptionOptions | None = None
+                   ) -> list[list[tuple[str, float]]]:
+        """The ``beams`` best beam-search captions per embedding (B, D) with their
+        length-normalised log-probabilities, best beam first; for reranking
+        (:mod:`regionlab.tasks.caption`). Beam search only."""
+        from transformers import GenerationConfig
+
+        opts = (options or CaptionOptions()).checked()
+        emb, _ = as_embeddings(embeddings, self.embed_dim, f"captioner {self.name!r}", self.clip)
+        emb = emb.to(self.device, self.dtype)
+        if self.input_norm is not None:
+            emb = nn.functional.normalize(emb, dim=-1) * self.input_norm
+        k = opts.beams
+        prefix = self.model.prefix(emb)
+        room = self.model.gpt.config.n_positions - self.model.prefix_length
+        gen = GenerationConfig(max_new_tokens=max(1, min(opts.max_tokens, room)),
+                               eos_token_id=self.codec.eos_ids, pad_token_id=self.codec.pad_id,
+                               bos_token_id=None, do_sample=False, num_beams=k,
+                               num_return_sequences=k, output_scores=True,
+                               return_dict_in_generate=True)
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        out = self.model.gpt.generate(inputs_embeds=prefix, attention_mask=mask,
+                                      generation_config=gen)
+        texts = [self.codec.decode(row) for row in out.sequences.tolist()]
+        scores = out.sequences_scores.float().cpu().tolist()
+        return [list(zip(texts[i * k:(i + 1) * k], scores[i * k:(i + 1) * k]))
+                for i in range(len(emb))]
 
     @torch.no_grad()
     def _decode(self, emb: torch.Tensor, opts: CaptionOptions) -> list[list[int]]:
@@ -368,7 +397,7 @@ def shapes_captioner_spec(name: str = "shapes-captioner") -> ModelSpec:
         name=name, kind="captioner", source=f"bundled:{path}", loader=_load_prefix,
         availability=_file_available, arch="prefix-gpt2-tiny",
         description="ShapesWorld CLIPCap-style captioner trained here; reads shapes-clip",
-        how_to_get="Retrain with `python -m regionlab.shapes.train_captioner`.",
+        how_to_get="Retrain with `python -m regionlab.training.train_captioner`.",
         extra={"path": str(path), "clip": "shapes-clip", "tokenizer": "shapes"},
     )
 
