@@ -130,10 +130,13 @@ class Api:
                              f"{LIMITS.max_masks} per call")
         if not np.issubdtype(emb.dtype, np.number) or np.iscomplexobj(emb):
             raise InputError(f"embeddings must be real numbers, got dtype {emb.dtype}")
-        top = service.retrieve(emb, safe_vocab(vocab), clip=self.options.clip,
+        vocab = safe_vocab(vocab)
+        top = service.retrieve(emb, vocab, clip=self.options.clip,
                                device=self.options.device, templates=templates or "single",
                                top_k=top_k or 5)
-        return {"top": top, "clip": self.options.clip}
+        warnings = service.vocab_warnings(vocab, clip=self.options.clip,
+                                          device=self.options.device)
+        return {"top": top, "clip": self.options.clip, "warnings": warnings}
 
     def compare(self, image, masks, vocab, methods):
         """Top-1 class of each mask under each region-embedding method."""
