@@ -24,8 +24,10 @@ summed over views and CLIP models, softmax over proposals):
   setting): one embedding per proposal mask (a box becomes a filled box mask).
 
 Texts are ``"a photo of " + text.lower()`` for the full expression and for every entity of the
-parse tree (:mod:`regionlab.tasks.reclip_parser`); the final choice is
-``argmax(IPS(full) * p_tree)`` when the expression has a spatial keyword, else ``argmax(IPS)``.
+parse tree (:mod:`regionlab.tasks.reclip_parser`). With no relation or superlative in the tree
+the answer is ``argmax(IPS(full))``; otherwise :class:`GroundingOptions` ``combine`` decides:
+the tree's own distribution (default) or ReCLIP's ``argmax(IPS(full) * p_tree)``. Words the
+model cannot represent are named in the result's ``warnings``.
 """
 
 from __future__ import annotations
