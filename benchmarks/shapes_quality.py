@@ -5,10 +5,13 @@
     python benchmarks/shapes_quality.py --split val  # for choosing among trained checkpoints
     python benchmarks/shapes_quality.py --scenes 450 --first 600  # a fresh test sample
     REGIONLAB_SHAPES_CLIP=runs/x.safetensors python benchmarks/shapes_quality.py --out x.json
+    python benchmarks/shapes_quality.py --renderer cv  # the same on the independent renderer
 
 Held-out TEST-split scenes (the training script only sees the train split). Prints and writes
 benchmarks/results/shapes_quality.json (shapes_quality_val.json with --split val,
-shapes_mi_tuning.json with --tune), or the file given by --out.
+shapes_mi_tuning.json with --tune, shapes_quality_cv.json with --renderer cv: zero-shot,
+masked crops, LeGrad and every region method on scenes of regionlab.shapes.render_cv, which
+nothing is trained or tuned on), or the file given by --out.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def main(argv=None) -> None:
     p.add_argument("--first", type=int, default=0,
                    help="start at scene FIRST of each set (a sample no earlier result used)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--renderer", choices=("pil", "cv"), default="pil",
+                   help="cv: the independent OpenCV renderer (a shift set)")
     p.add_argument("--out", type=Path, default=None,
                    help="write here instead (e.g. for weights chosen by REGIONLAB_SHAPES_CLIP)")
     a = p.parse_args(argv)
@@ -65,6 +70,19 @@ def main(argv=None) -> None:
     if a.tune:
         res = tune(clip, a.scenes)
         out = ROOT / "results" / "shapes_mi_tuning.json"
+    elif a.renderer == "cv":
+        t0 = time.perf_counter()
+        res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,
+               "renderer": "cv (regionlab.shapes.render_cv)", "defaults": clip.defaults,
+               "first": a.first,
+               "zero_shot": ev.zero_shot_on(clip, ev.cv_scenes(a.single, a.split, first=a.first,
+                                                               objects=(1, 1)))}
+        sc = ev.cv_scenes(a.scenes, a.split, first=a.first)
+        res.update(ev.masked_crops(clip, sc))
+        res["legrad"] = ev.legrad_localisation(clip, sc)
+        res["region_acc"] = ev.region_accuracy(clip, sc)
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        out = ROOT / "results" / f"shapes_quality_cv{'' if a.split == 'test' else '_val'}.json"
     else:
         t0 = time.perf_counter()
         res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,

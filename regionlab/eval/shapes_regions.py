@@ -68,6 +68,29 @@ def zero_shot(clip, n: int = 300, split: str = "test", seed: int = 0, templates=
     return out
 
 
+def zero_shot_on(clip, scenes: list, templates: str = "single") -> float:
+    """Whole-image accuracy on single-object ``scenes`` (any renderer)."""
+    text = class_text_embeddings(clip, list(CLASSES), templates)
+    return _acc(clip, [s.image for s in scenes], [s.objects[0].label for s in scenes], text)
+
+
+def cv_scenes(n: int, split: str = "test", seed: int = 0, first: int = 0,
+              objects: tuple[int, int] = (2, 4)) -> list:
+    """``n`` scenes of the independent OpenCV renderer (a shift set: nothing is trained or
+    tuned on it), with ``objects`` (inclusive range) objects each; scenes where fewer objects
+    could be placed are skipped."""
+    from ..shapes.render_cv import render_scene_cv
+    from ..shapes.scenes import SPLITS
+
+    out, i = [], first
+    while len(out) < n:
+        s = render_scene_cv((SPLITS[split], seed + 2000, i), n_objects=objects)
+        if len(s.objects) >= objects[0]:
+            out.append(s)
+        i += 1
+    return out
+
+
 def multi_scenes(n: int, split: str = "test", seed: int = 0, first: int = 0) -> list:
     return generate_scenes(split, n, seed + 1000, RenderOptions(min_objects=2, max_objects=4),
                            first)
