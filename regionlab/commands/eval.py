@@ -1,43 +1,58 @@
 """``regionlab eval``: published-protocol evaluations over standard dataset files.
 
-``regionlab eval ground --refs FILE.jsonl --images DIR [--detections FILE] [--limit N]
-[--json]``: ReCLIP's referring-expression protocol on the ReCLIP/RefCOCO JSONL files (correct
-iff IoU > 0.5 with the gold box; skipped sentences count as wrong and are reported), overall
-and by expression kind, with a progress bar on stderr.
+- ``regionlab eval ground --refs FILE.jsonl --images DIR [--detections FILE]``: ReCLIP's
+  referring-expression protocol on the ReCLIP/RefCOCO JSONL files (correct iff IoU > 0.5 with
+  the gold box; skipped sentences count as wrong and are reported), overall and by kind.
+
+Shared conventions (:mod:`regionlab.eval.harness`): a progress bar with rate and ETA on stderr
+(``--no-progress`` to hide it); ``--limit N`` (the first N units; with ``--seed S`` N drawn at
+random); ``--out DIR`` keeps per-unit rows in ``DIR/items.jsonl`` (run again to resume a
+killed run), ``DIR/summary.json`` and ``DIR/table.md`` (laid out like the paper's table); a
+malformed annotation file is one error naming the file and the entry.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import InputError
 
 NAME = "eval"
-HELP = "evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5)"
-MANIFEST_KEYS = ("task, refs, images, detections, limit, models, scorer, combine, temperature, "
-                 "margin")
+HELP = ("evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5); "
+        "resumable with --out")
+MANIFEST_KEYS = ("task, refs, images, detections, limit, seed, models, scorer, combine, "
+                 "temperature, margin")
 TASKS = ("ground",)
 
 
 def add_arguments(p) -> None:
     p.add_argument("task", choices=TASKS, help="what to evaluate")
-    p.add_argument("--refs", help="ReCLIP JSONL file (one referred object per line)")
-    p.add_argument("--images", help="folder of the images the JSONL names")
-    p.add_argument("--detections", default=None,
+    common = p.add_argument_group("all tasks")
+    common.add_argument("--images", help="folder of the images the annotations name")
+    common.add_argument("--limit", type=int, default=None,
+                        help="at most N units (sentences / instances / images)")
+    common.add_argument("--seed", type=int, default=None,
+                        help="with --limit: draw the N units at random with this seed")
+    common.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
+                        help="folder for items.jsonl (resume), summary.json and table.md")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("ground (ReCLIP)")
+    g.add_argument("--refs", help="ReCLIP JSONL file (one referred object per line)")
+    g.add_argument("--detections", default=None,
                    help="detections JSON as proposals (default: the ground-truth boxes)")
-    p.add_argument("--limit", type=int, default=None, help="at most N sentences")
-    p.add_argument("--scorer", default="ips", choices=["ips", "masked-crop", "maskinversion"])
-    p.add_argument("--model", dest="models", action="append", default=None,
+    g.add_argument("--scorer", default="ips", choices=["ips", "masked-crop", "maskinversion"])
+    g.add_argument("--model", dest="models", action="append", default=None,
                    help="CLIP name or ARCH@SOURCE; repeat for an ensemble")
-    p.add_argument("--combine", default="tree", choices=["tree", "calibrated", "reference"])
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--margin", type=float, default=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--combine", default="tree", choices=["tree", "calibrated", "reference"])
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--margin", type=float, default=None)
 
 
 def item_from_args(args, manifest: bool) -> dict:
     return {"task": args.task, "refs": args.refs, "images": args.images,
-            "detections": args.detections, "limit": args.limit, "scorer": args.scorer,
-            "models": args.models, "combine": args.combine, "temperature": args.temperature,
-            "margin": args.margin,
+            "detections": args.detections, "limit": args.limit, "seed": args.seed,
+            "scorer": args.scorer, "models": args.models, "combine": args.combine,
+            "temperature": args.temperature, "margin": args.margin,
             "progress": not args.no_progress}
 
 
@@ -56,6 +71,6 @@ def run(item: dict, args, out_dir) -> dict:
                                margin=item.get("margin"))
     return evaluate_jsonl(item["refs"], item["images"], models=item.get("models"),
                           scorer=item.get("scorer") or "ips", detections=item.get("detections"),
-                          options=options, limit=item.get("limit"),
-                          log=lambda m: print(m, file=sys.stderr),
+                          options=options, limit=item.get("limit"), seed=item.get("seed"),
+                          out_dir=out_dir, log=lambda m: print(m, file=sys.stderr),
                           progress=bool(item.get("progress", True)))

@@ -7,13 +7,17 @@ Proposals are all the image's ground-truth boxes, or a detections file
 (:func:`regionlab.tasks.reclip.read_detections`, selected by ``image_id``). A prediction is
 correct iff IoU(predicted box, gold box) > 0.5. Proposals are embedded once per line and every
 sentence of the line reuses them; ReCLIP and IPS-only accuracies come from the same run.
+
+``regionlab eval ground`` runs :class:`GroundTask` under the shared conventions of
+:mod:`regionlab.eval.harness` (subsets, resume, summary and table, one error for a malformed
+line naming the file and the line).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +34,7 @@ from ..tasks.reclip import (
     proposals_from_boxes,
     read_detections,
 )
+from .harness import EvalTask, Unit, markdown_table, pct, run_eval
 
 IOU_THRESHOLD = 0.5
 
@@ -96,105 +101,228 @@ def expression_kind(tree) -> str:
     return "superlative" if tree.superlatives else "attribute"
 
 
+def _check_box(b, where: str) -> list[float]:
+    if isinstance(b, dict):
+        if "bbox" not in b:
+            raise ValueError(f"{where} has no 'bbox'")
+        b = b["bbox"]
+    if (not isinstance(b, (list, tuple)) or len(b) != 4
+            or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in b)):
+        raise ValueError(f"{where} is not a box [x, y, w, h] of 4 numbers: {b!r}"[:200])
+    return list(b)
+
+
+def check_record(record, need_image_id: bool = False) -> None:
+    """Raise ValueError saying what is wrong with the structure of a JSONL line (a line whose
+    ``ann_id`` matches no box is run and counted wrong, as a missing image is)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"not a JSON object but {type(record).__name__}")
+    if not isinstance(record.get("file_name"), str) or not record["file_name"]:
+        raise ValueError("no 'file_name'")
+    if need_image_id and "image_id" not in record:
+        raise ValueError("no 'image_id' (needed to pick its detections)")
+    anns = record.get("anns", [])
+    if not isinstance(anns, list):
+        raise ValueError("'anns' is not a list")
+    for k, a in enumerate(anns):
+        _check_box(a, f"anns[{k}]")
+    if "bbox" in record:
+        _check_box(record["bbox"], "bbox")
+    sents = record.get("sentences")
+    if not isinstance(sents, list) or not sents:
+        raise ValueError("no 'sentences' (a non-empty list of {\"raw\": text})")
+    for k, s in enumerate(sents):
+        if not isinstance(s.get("raw") if isinstance(s, dict) else s, str):
+            raise ValueError(f"sentences[{k}] has no text ('raw')")
+
+
+def read_records(path, need_image_id: bool = False) -> list[tuple[int, dict]]:
+    """(line number, record) of every non-blank line of a ReCLIP JSONL file, each checked;
+    a malformed line is an :class:`~regionlab.eval.harness.AnnotationError` naming the file,
+    the line and its ``ann_id``."""
+    from .harness import AnnotationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"JSONL file not found: {path}")
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise AnnotationError(path, f"line {lineno}", f"not valid JSON ({exc})") from None
+            try:
+                check_record(record, need_image_id)
+            except ValueError as exc:
+                ann = record.get("ann_id") if isinstance(record, dict) else None
+                entry = f"line {lineno}" + (f" (ann_id {ann})" if ann is not None else "")
+                raise AnnotationError(path, entry, str(exc)) from None
+            records.append((lineno, record))
+    return records
+
+
+class GroundTask(EvalTask):
+    """ReCLIP's REC protocol on a JSONL file (units: sentences; groups: lines, whose proposals
+    are embedded once for all their sentences)."""
+
+    name = "ground"
+    unit = "sentence"
+
+    def __init__(self, refs, images, models=None, scorer: str = "ips", detections=None,
+                 options: GroundingOptions | None = None, log=None):
+        self.refs, self.images = Path(refs), Path(images)
+        self.models, self.scorer, self.detections = models, scorer, detections
+        self.options = options or GroundingOptions()
+        self._log = log
+        self._records: dict[str, dict] | None = None
+        self._det = None
+        self._clips = None
+
+    def spec(self) -> tuple[str, dict]:
+        return "regionlab.eval.reclip:GroundTask", {
+            "refs": str(self.refs), "images": str(self.images),
+            "models": _model_names(self.models), "scorer": self.scorer,
+            "detections": None if self.detections is None else str(self.detections),
+            "options": self.options}
+
+    def config(self) -> dict:
+        return {"task": self.name, "refs": str(self.refs.resolve()),
+                "images": str(self.images.resolve()), "models": _model_names(self.models),
+                "scorer": self.scorer,
+                "detections": None if self.detections is None else str(self.detections),
+                "options": json.loads(json.dumps(dataclasses.asdict(self.options),
+                                                 default=str))}
+
+    def _load(self) -> dict[str, dict]:
+        if self._records is None:
+            if self.detections is not None and not Path(self.detections).is_file():
+                raise InputError(f"detections file not found: {self.detections}")
+            recs = read_records(self.refs, need_image_id=self.detections is not None)
+            self._records = {str(n): r for n, r in recs}
+        return self._records
+
+    def units(self) -> list[Unit]:
+        return [Unit(f"{line}:{j}", line) for line, rec in self._load().items()
+                for j in range(len(sentences(rec)))]
+
+    def setup(self) -> None:
+        from ..tasks import reclip as rc
+
+        self._load()
+        if self.detections is not None and self._det is None:
+            self._det = json.loads(Path(self.detections).read_text(encoding="utf-8"))
+        if self._clips is None:
+            self._clips = rc.resolve_models(self.models)
+
+    def log(self, message: str) -> None:
+        if self._log:
+            self._log(message)
+
+    def run_group(self, group: str, keys: list[str]) -> list[dict]:
+        from ..tasks.reclip_parser import parse_expression
+
+        record = self._load()[group]
+        sents = sentences(record)
+        idx = [int(k.rsplit(":", 1)[1]) for k in keys]
+        opts = self.options
+        try:
+            image = load_image(image_path(self.images, str(record["file_name"])))
+            if self._det is None:
+                boxes, _ = record_boxes(record)
+                props = proposals_from_boxes(boxes, image.shape[:2], "ground-truth")
+            else:
+                boxes, scores = read_detections(self._det, image_id=record["image_id"])
+                props = proposals_from_boxes(boxes, image.shape[:2], "detections", scores)
+            gold = gold_boxes(record)
+            feats = embed_proposals(image, props, self.scorer, self._clips, opts)
+        except (InputError, KeyError, OSError, TypeError, ValueError) as exc:
+            self.log(f"line {group}: {len(idx)} sentence(s) skipped, counted wrong "
+                     f"({type(exc).__name__}: {exc})")
+            return [_skipped_row(group, j, sents[j]) for j in idx]
+        iou = box_iou(props.boxes, gold).max(axis=1)
+        rows = []
+        for j in idx:
+            sent = sents[j]
+            try:
+                tree = parse_expression(sent) if opts.use_parser else None
+                res = ground_features(feats, sent, opts, tree=tree)
+            except InputError as exc:
+                self.log(f"line {group}: sentence skipped, counted wrong ({exc})")
+                rows.append(_skipped_row(group, j, sent))
+                continue
+            ips = int(np.argmax(res.ips_probs))
+            rows.append({"key": f"{group}:{j}", "line": int(group), "sentence": sent,
+                         "kind": expression_kind(tree),
+                         "correct": int(iou[res.index] > IOU_THRESHOLD),
+                         "ips_correct": int(iou[ips] > IOU_THRESHOLD),
+                         "box": [round(float(v), 2) for v in props.boxes[res.index]]})
+        return rows
+
+    def summarize(self, rows: list[dict]) -> dict:
+        n = len(rows)
+        by_kind = {}
+        for kind in sorted({r["kind"] for r in rows}):
+            rs = [r for r in rows if r["kind"] == kind]
+            by_kind[kind] = {"accuracy": sum(r["correct"] for r in rs) / len(rs),
+                             "n_sentences": len(rs)}
+        opts = self.options
+        return {
+            "task": self.name, "file": str(self.refs), "scorer": self.scorer,
+            "proposals": "ground-truth" if self.detections is None else str(self.detections),
+            "combine": opts.combine, "temperature": opts.effective_temperature,
+            "n_sentences": n, "skipped": sum(r["kind"] == "skipped" for r in rows),
+            "accuracy": sum(r["correct"] for r in rows) / n if n else float("nan"),
+            "ips_accuracy": sum(r["ips_correct"] for r in rows) / n if n else float("nan"),
+            "by_kind": by_kind,
+        }
+
+    def table(self, summary: dict) -> str:
+        """ReCLIP's table: rows = proposals and method, one column per split (this file)."""
+        split = _SUFFIX.sub(r"\1", self.refs.stem)
+        props = "ground truth" if self.detections is None else "detected"
+        rows = [[f"{props}, ReCLIP ({summary['combine']})", pct(summary["accuracy"])],
+                [f"{props}, IPS only", pct(summary["ips_accuracy"])]]
+        out = markdown_table(["proposals", split], rows)
+        kinds = summary["by_kind"]
+        out += "\n\nBy expression kind (parser's reading; skipped = counted wrong):\n\n"
+        out += markdown_table(["kind", "accuracy", "sentences"],
+                              [[k, pct(v["accuracy"]), v["n_sentences"]]
+                               for k, v in kinds.items()])
+        return out + f"\n\n{summary['n_sentences']} sentences, scorer {self.scorer}.\n"
+
+
+def _skipped_row(group: str, j: int, sent: str) -> dict:
+    # transient: not written to items.jsonl, so a resumed run tries the line again
+    return {"key": f"{group}:{j}", "line": int(group), "sentence": sent, "kind": "skipped",
+            "correct": 0, "ips_correct": 0, "transient": True}
+
+
+def _model_names(models):
+    if models is None or isinstance(models, str):
+        return models
+    if hasattr(models, "encode_images"):
+        models = [models]
+    return [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in models]
+
+
 def evaluate_jsonl(path, image_root, models=None, scorer: str = "ips", detections=None,
                    options: GroundingOptions | None = None, limit: int | None = None,
-                   log=None, progress: bool = False) -> dict:
+                   log=None, progress: bool = False, seed: int | None = None, out_dir=None,
+                   ray=None) -> dict:
     """Accuracy (IoU > 0.5 with a gold box) of grounding and of IPS alone on a ReCLIP JSONL
     split, overall and by expression kind.
 
     ``detections``: None (ground-truth boxes as proposals) or a detections JSON path.
-    ``limit`` caps the number of sentences; a sentence that cannot be run (missing image,
-    malformed line) counts as wrong and is reported under ``skipped``; ``log(str)`` receives
-    one line per skip; ``progress`` shows a progress bar (rate, ETA) on stderr."""
-    from ..tasks.reclip_parser import parse_expression
-
-    path, image_root = Path(path), Path(image_root)
-    if not path.is_file():
-        raise InputError(f"JSONL file not found: {path}")
-    opts = options or GroundingOptions()
-    det_data = None
-    if detections is not None:
-        if not Path(detections).is_file():
-            raise InputError(f"detections file not found: {detections}")
-        det_data = json.loads(Path(detections).read_text(encoding="utf-8"))
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if raw.strip():
-                try:
-                    records.append((lineno, json.loads(raw)))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}, line {lineno}: not valid JSON ({exc})") from None
-    total = sum(len(sentences(r)) or 1 for _, r in records)
-    total = min(total, limit) if limit is not None else total
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="sentence", file=sys.stderr)
-    rows: list[dict] = []
-    skipped = 0
-    t0 = time.perf_counter()
-    for lineno, record in records:
-        if len(rows) >= total:
-            break
-        sents = sentences(record)[: total - len(rows)] or [""]
-        try:
-            image = load_image(image_path(image_root, str(record["file_name"])))
-            if det_data is None:
-                boxes, _ = record_boxes(record)
-                props = proposals_from_boxes(boxes, image.shape[:2], "ground-truth")
-            else:
-                boxes, scores = read_detections(det_data, image_id=record["image_id"])
-                props = proposals_from_boxes(boxes, image.shape[:2], "detections", scores)
-            gold = gold_boxes(record)
-            feats = embed_proposals(image, props, scorer, models, opts)
-        except (InputError, KeyError, OSError, TypeError, ValueError) as exc:
-            for sent in sents:
-                rows.append({"line": lineno, "sentence": sent, "kind": "skipped", "correct": 0,
-                             "ips_correct": 0})
-            skipped += len(sents)
-            if log:
-                log(f"line {lineno}: {len(sents)} sentence(s) skipped, counted wrong "
-                    f"({type(exc).__name__}: {exc})")
-            if bar:
-                bar.update(len(sents))
-            continue
-        iou = box_iou(props.boxes, gold).max(axis=1)
-        for sent in sents:
-            try:
-                tree = parse_expression(sent) if opts.use_parser else None
-                res = ground_features(feats, sent, opts, tree=tree)
-                rows.append({"line": lineno, "sentence": sent, "kind": expression_kind(tree),
-                             "correct": int(iou[res.index] > IOU_THRESHOLD),
-                             "ips_correct": int(iou[int(np.argmax(res.ips_probs))]
-                                                > IOU_THRESHOLD)})
-            except InputError as exc:
-                rows.append({"line": lineno, "sentence": sent, "kind": "skipped", "correct": 0,
-                             "ips_correct": 0})
-                skipped += 1
-                if log:
-                    log(f"line {lineno}: sentence skipped, counted wrong ({exc})")
-            if bar:
-                bar.update(1)
-    if bar:
-        bar.close()
-    n = len(rows)
-    by_kind = {}
-    for kind in sorted({r["kind"] for r in rows}):
-        rs = [r for r in rows if r["kind"] == kind]
-        by_kind[kind] = {"accuracy": sum(r["correct"] for r in rs) / len(rs),
-                         "n_sentences": len(rs)}
-    return {
-        "file": str(path), "scorer": scorer,
-        "proposals": "ground-truth" if detections is None else str(detections),
-        "combine": opts.combine, "temperature": opts.effective_temperature,
-        "n_sentences": n, "skipped": skipped,
-        "accuracy": sum(r["correct"] for r in rows) / n if n else float("nan"),
-        "ips_accuracy": sum(r["ips_correct"] for r in rows) / n if n else float("nan"),
-        "by_kind": by_kind,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    ``limit``/``seed`` choose a subset of sentences; ``out_dir`` keeps per-sentence rows so a
+    killed run resumes, plus ``summary.json`` and ``table.md`` (:mod:`regionlab.eval.harness`).
+    A malformed line is an error naming the file and the line; a sentence that cannot be run
+    (missing image, proposals refused) counts as wrong and is reported under ``skipped``;
+    ``log(str)`` receives one line per skip; ``progress`` shows a progress bar on stderr."""
+    task = GroundTask(path, image_root, models, scorer, detections, options, log)
+    return run_eval(task, out_dir=out_dir, limit=limit, seed=seed, progress=progress, ray=ray)
 
 
 # ------------------------------------------------------------------------------ ShapesWorld
