@@ -3,6 +3,9 @@
 - ``regionlab eval ground --refs FILE.jsonl --images DIR [--detections FILE]``: ReCLIP's
   referring-expression protocol on the ReCLIP/RefCOCO JSONL files (correct iff IoU > 0.5 with
   the gold box; skipped sentences count as wrong and are reported), overall and by kind.
+- ``regionlab eval classify --annotations instances.json --images DIR [--methods ...]
+  [--classes coco|FILE]``: MaskInversion's class retrieval on COCO instance masks (polygons,
+  RLE, compressed RLE): Acc@1 and Acc@5 per region method, per class in ``--out``.
 
 Shared conventions (:mod:`regionlab.eval.harness`): a progress bar with rate and ETA on stderr
 (``--no-progress`` to hide it); ``--limit N`` (the first N units; with ``--seed S`` N drawn at
@@ -18,11 +21,12 @@ from pathlib import Path
 from ..errors import InputError
 
 NAME = "eval"
-HELP = ("evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5); "
-        "resumable with --out")
+HELP = ("evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5; "
+        "classify: COCO instance masks, Acc@1/Acc@5); resumable with --out")
 MANIFEST_KEYS = ("task, refs, images, detections, limit, seed, models, scorer, combine, "
-                 "temperature, margin")
-TASKS = ("ground",)
+                 "temperature, margin, annotations, methods, classes, templates")
+TASKS = ("ground", "classify")
+METHODS_DEFAULT = "global,crop,masked-crop,blur,red-circle,maskinversion"
 
 
 def add_arguments(p) -> None:
@@ -36,16 +40,23 @@ def add_arguments(p) -> None:
     common.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
                         help="folder for items.jsonl (resume), summary.json and table.md")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--model", dest="models", action="append", default=None,
+                        help="CLIP name or ARCH@SOURCE (ground: repeat for an ensemble)")
     g = p.add_argument_group("ground (ReCLIP)")
     g.add_argument("--refs", help="ReCLIP JSONL file (one referred object per line)")
     g.add_argument("--detections", default=None,
                    help="detections JSON as proposals (default: the ground-truth boxes)")
     g.add_argument("--scorer", default="ips", choices=["ips", "masked-crop", "maskinversion"])
-    g.add_argument("--model", dest="models", action="append", default=None,
-                   help="CLIP name or ARCH@SOURCE; repeat for an ensemble")
     g.add_argument("--combine", default="tree", choices=["tree", "calibrated", "reference"])
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--margin", type=float, default=None)
+    c = p.add_argument_group("classify (MaskInversion class retrieval)")
+    c.add_argument("--annotations", help="COCO instances JSON (polygons, RLE or compressed RLE)")
+    c.add_argument("--methods", default=METHODS_DEFAULT,
+                   help=f"comma-separated region methods (default {METHODS_DEFAULT})")
+    c.add_argument("--classes", default=None,
+                   help="class names: the file's categories (default), coco, or a text file")
+    c.add_argument("--templates", default="single", choices=["single", "vild", "imagenet"])
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -53,24 +64,55 @@ def item_from_args(args, manifest: bool) -> dict:
             "detections": args.detections, "limit": args.limit, "seed": args.seed,
             "scorer": args.scorer, "models": args.models, "combine": args.combine,
             "temperature": args.temperature, "margin": args.margin,
-            "progress": not args.no_progress}
+            "annotations": args.annotations, "methods": args.methods, "classes": args.classes,
+            "templates": args.templates, "progress": not args.no_progress}
+
+
+def _log(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+def _one_model(item: dict, task: str) -> str | None:
+    models = item.get("models")
+    if isinstance(models, str) or not models:
+        return models or None
+    if len(models) > 1:
+        raise InputError(f"eval {task} takes one --model (an ensemble is for ground only)")
+    return models[0]
 
 
 def run(item: dict, args, out_dir) -> dict:
-    import sys
+    task = item.get("task")
+    if task not in TASKS:
+        raise InputError(f"unknown eval task {task!r}; choose from {', '.join(TASKS)}")
+    if item.get("limit") is not None and int(item["limit"]) < 1:
+        raise InputError(f"--limit must be at least 1, got {item['limit']}")
+    common = {"limit": item.get("limit"), "seed": item.get("seed"), "out_dir": out_dir,
+              "progress": bool(item.get("progress", True)), "log": _log}
+    if task == "classify":
+        from ..eval.classify import evaluate_coco
 
+        if not item.get("annotations") or not item.get("images"):
+            raise InputError("eval classify needs --annotations instances.json and --images DIR")
+        return evaluate_coco(item["annotations"], item["images"],
+                             methods=item.get("methods") or METHODS_DEFAULT,
+                             classes=item.get("classes"),
+                             templates=item.get("templates") or "single",
+                             model=_one_model(item, task), **common)
+    return _run_ground(item, common)
+
+
+def _run_ground(item: dict, common: dict) -> dict:
     from ..eval.reclip import evaluate_jsonl
     from ..tasks.reclip import GroundingOptions
 
     if not item.get("refs") or not item.get("images"):
         raise InputError("eval ground needs --refs FILE.jsonl and --images DIR")
-    if item.get("limit") is not None and int(item["limit"]) < 1:
-        raise InputError(f"--limit must be at least 1, got {item['limit']}")
     options = GroundingOptions(combine=item.get("combine") or "tree",
                                temperature=item.get("temperature"),
                                margin=item.get("margin"))
     return evaluate_jsonl(item["refs"], item["images"], models=item.get("models"),
                           scorer=item.get("scorer") or "ips", detections=item.get("detections"),
-                          options=options, limit=item.get("limit"), seed=item.get("seed"),
-                          out_dir=out_dir, log=lambda m: print(m, file=sys.stderr),
-                          progress=bool(item.get("progress", True)))
+                          options=options, **common)

@@ -91,6 +91,9 @@ class EvalTask:
     def table(self, summary: dict) -> str:
         raise NotImplementedError
 
+    def write_extra(self, out_dir: Path, rows: list[dict], summary: dict) -> None:
+        """More files in the output folder (e.g. per-class results); none by default."""
+
     def log(self, message: str) -> None:
         print(message, file=sys.stderr)
 
@@ -223,12 +226,14 @@ def run_eval(task: EvalTask, out_dir=None, limit: int | None = None, seed: int |
     missing = [u.key for u in chosen if u.key not in done]
     if missing:
         raise RuntimeError(f"{len(missing)} {task.unit}s got no result, e.g. {missing[:3]}")
-    summary = task.summarize([done[u.key] for u in chosen])
+    rows = [done[u.key] for u in chosen]
+    summary = task.summarize(rows)
     summary.update({"limit": limit, "seed": seed, "resumed": resumed,
                     "seconds": round(time.perf_counter() - t0, 3)})
     if out_dir is not None:
         summary["out"] = str(out_dir)
         write_outputs(Path(out_dir), summary, task.table(summary))
+        task.write_extra(Path(out_dir), rows, summary)
     return summary
 
 
