@@ -265,3 +265,31 @@ def test_eval_classify_on_masks_written_by_other_tools(tmp_path, capsys):
     assert "| Masked crop |" in table and "| CLIP (global) |" in table
     assert (out / "per_class.csv").read_text().startswith(
         "class,n,masked-crop acc@1,masked-crop acc@5,global acc@1,global acc@5")
+
+
+# ------------------------------------------------------------------------------ label (mIoU)
+
+
+def test_benchmark_class_lists_ship_with_the_package():
+    from regionlab.eval import ovseg
+
+    sizes = {"ade150": 150, "voc20": 20, "context59": 59}
+    for name, n in sizes.items():
+        names = ovseg.dataset_classes(name)
+        assert len(names) == n == len(set(names)) and all(c == c.strip() for c in names)
+    assert ovseg.dataset_classes("ade150")[:3] == ["wall", "building", "sky"]
+    assert ovseg.dataset_classes("ade150")[-1] == "flag"
+    assert ovseg.dataset_classes("voc20")[0] == "aeroplane"
+    assert ovseg.dataset_classes("context59")[:2] == ["aeroplane", "bicycle"]
+    assert ovseg.dataset_classes("context59")[-1] == "wood"
+    # the docstring gives VOC-20 with ignore_zero (issue 29), and the default follows it
+    assert "VOC-20 (``voc20``: the 20 VOC" in ovseg.__doc__ and "label_offset=1" not in \
+        ovseg.__doc__
+    task = ovseg.LabelTask(".", ".", "voc20")
+    assert task.ignore_zero and not ovseg.LabelTask(".", ".", "voc20", ignore_zero=False)\
+        .ignore_zero and not ovseg.LabelTask(".", ".", ["a", "b"]).ignore_zero
+    import tomllib
+    from pathlib import Path
+
+    py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert py["tool"]["setuptools"]["package-data"]["regionlab.eval"] == ["classes/*.txt"]

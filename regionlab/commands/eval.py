@@ -6,6 +6,9 @@
 - ``regionlab eval classify --annotations instances.json --images DIR [--methods ...]
   [--classes coco|FILE]``: MaskInversion's class retrieval on COCO instance masks (polygons,
   RLE, compressed RLE): Acc@1 and Acc@5 per region method, per class in ``--out``.
+- ``regionlab eval label --images DIR --labels DIR --classes ade150|voc20|context59|FILE
+  [--ignore-zero] [--proposals auto|gt]``: OVSeg-style mIoU over index-PNG label maps (label
+  k = the k-th class; the three built-in lists leave label 0 out unless --no-ignore-zero).
 
 Shared conventions (:mod:`regionlab.eval.harness`): a progress bar with rate and ETA on stderr
 (``--no-progress`` to hide it); ``--limit N`` (the first N units; with ``--seed S`` N drawn at
@@ -16,16 +19,19 @@ malformed annotation file is one error naming the file and the entry.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..errors import InputError
 
 NAME = "eval"
 HELP = ("evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5; "
-        "classify: COCO instance masks, Acc@1/Acc@5); resumable with --out")
+        "classify: COCO instance masks, Acc@1/Acc@5; label: index-PNG folders, mIoU); "
+        "resumable with --out")
 MANIFEST_KEYS = ("task, refs, images, detections, limit, seed, models, scorer, combine, "
-                 "temperature, margin, annotations, methods, classes, templates")
-TASKS = ("ground", "classify")
+                 "temperature, margin, annotations, methods, classes, templates, labels, "
+                 "ignore_zero, proposals, label_offset")
+TASKS = ("ground", "classify", "label")
 METHODS_DEFAULT = "global,crop,masked-crop,blur,red-circle,maskinversion"
 
 
@@ -54,9 +60,20 @@ def add_arguments(p) -> None:
     c.add_argument("--annotations", help="COCO instances JSON (polygons, RLE or compressed RLE)")
     c.add_argument("--methods", default=METHODS_DEFAULT,
                    help=f"comma-separated region methods (default {METHODS_DEFAULT})")
-    c.add_argument("--classes", default=None,
-                   help="class names: the file's categories (default), coco, or a text file")
-    c.add_argument("--templates", default="single", choices=["single", "vild", "imagenet"])
+    common.add_argument("--classes", default=None,
+                   help="classify: the file's categories (default), coco, or a text file; "
+                        "label: ade150, voc20, context59, or a text file (line k = label k)")
+    common.add_argument("--templates", default=None, choices=["single", "vild", "imagenet"],
+                   help="prompt templates (default: single for classify, vild for label)")
+    lab = p.add_argument_group("label (OVSeg mIoU)")
+    lab.add_argument("--labels", help="folder of index-PNG label maps, <image stem>.png")
+    lab.add_argument("--ignore-zero", action=argparse.BooleanOptionalAction, default=None,
+                     help="leave label-0 pixels out (default: on for ade150/voc20/context59, "
+                          "whose 0 is background/other; off for a class file)")
+    lab.add_argument("--proposals", default="auto", choices=["auto", "gt", "sam", "fallback"],
+                     help="automatic mask proposals, or gt: one mask per true class region")
+    lab.add_argument("--label-offset", type=int, default=0,
+                     help="added to label values (1 for files whose first class is 0)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -65,7 +82,9 @@ def item_from_args(args, manifest: bool) -> dict:
             "scorer": args.scorer, "models": args.models, "combine": args.combine,
             "temperature": args.temperature, "margin": args.margin,
             "annotations": args.annotations, "methods": args.methods, "classes": args.classes,
-            "templates": args.templates, "progress": not args.no_progress}
+            "templates": args.templates, "labels": args.labels,
+            "ignore_zero": args.ignore_zero, "proposals": args.proposals,
+            "label_offset": args.label_offset, "progress": not args.no_progress}
 
 
 def _log(message: str) -> None:
@@ -101,6 +120,20 @@ def run(item: dict, args, out_dir) -> dict:
                              classes=item.get("classes"),
                              templates=item.get("templates") or "single",
                              model=_one_model(item, task), **common)
+    if task == "label":
+        from ..eval.ovseg import evaluate_labels
+        from ..tasks.ovseg import LabelOptions
+
+        if not item.get("images") or not item.get("labels") or not item.get("classes"):
+            raise InputError("eval label needs --images DIR, --labels DIR and --classes "
+                             "ade150|voc20|context59|FILE")
+        options = LabelOptions(fusion="eval", templates=item.get("templates") or "vild")
+        common.pop("log")
+        return evaluate_labels(item["images"], item["labels"], item["classes"],
+                               proposals=item.get("proposals") or "auto",
+                               ignore_zero=item.get("ignore_zero"),
+                               label_offset=int(item.get("label_offset") or 0),
+                               options=options, model=_one_model(item, task), **common)
     return _run_ground(item, common)
 
 
