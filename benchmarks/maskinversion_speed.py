@@ -97,6 +97,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--engines", nargs="+", default=["autograd", "factorized", "auto"],
+                   choices=["autograd", "factorized", "auto"])
     p.add_argument("--out", type=Path, default=ROOT / "results" / "maskinversion_speed.json")
     a = p.parse_args(argv)
     if a.worker:
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
             for n_iter in a.iterations:
                 for n_masks in a.masks:
                     row = {"size": size, "masks": n_masks, "iterations": n_iter}
-                    for engine in ("autograd", "factorized", "auto"):
+                    for engine in a.engines:
                         row[engine] = run_ours(spath, engine, size, n_masks, n_iter, a.threads)
                     if not a.no_reference:
                         row["reference"] = run_reference(a.refvenv, state, size, n_masks, n_iter,
@@ -128,7 +130,7 @@ def main(argv=None) -> None:
 
 def table(rows) -> str:
     def fmt(cell):
-        if cell is None:
+        if cell is None or not cell:
             return "-"
         if cell.get("seconds") is None:
             return f"> {cell['timeout_s']:.0f} s"
@@ -143,9 +145,10 @@ def table(rows) -> str:
             ratio = f"{ref['seconds'] / r['factorized']['seconds']:.1f}x"
         elif ref:
             ratio = f"> {ref['timeout_s'] / r['factorized']['seconds']:.1f}x"
+        auto = r.get("auto") or {}
         lines.append(f"| {r['size']} | {r['masks']} | {r['iterations']} | {fmt(ref)} | "
-                     f"{fmt(r['autograd'])} | {fmt(r['factorized'])} | {fmt(r['auto'])} "
-                     f"({r['auto']['engine_used']}) | {ratio} |")
+                     f"{fmt(r.get('autograd'))} | {fmt(r.get('factorized'))} | {fmt(auto)} "
+                     f"({auto.get('engine_used', '-')}) | {ratio} |")
     return "\n".join(lines)
 
 

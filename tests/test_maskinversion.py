@@ -77,6 +77,25 @@ def test_engines_give_same_embeddings(clip, image):
     assert np.allclose(ra.losses, rf.losses, atol=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["factorized", "autograd"])
+def test_chunks_give_the_joint_result(clip, image, engine):
+    """Issue 30 item 2: masks optimised in chunks (flat memory) give the joint run's result:
+    each embedding has its own map, loss term (its share of the mean) and AdamW state."""
+    masks = [box_mask(40, 48, x, y, x + 14, y + 12) for x, y in
+             [(0, 0), (20, 0), (30, 20), (5, 25), (12, 10)]]
+    calls = []
+    joint = invert(clip, image, masks, iterations=4, lr=0.1, engine=engine, chunk=16,
+                   keep_history=True)
+    split = invert(clip, image, masks, iterations=4, lr=0.1, engine=engine, chunk=2,
+                   keep_history=True, progress=lambda k, n: calls.append((k, n)))
+    assert torch.allclose(joint.embeddings, split.embeddings, atol=1e-5)
+    assert np.allclose(joint.maps, split.maps, atol=1e-5)
+    assert np.allclose(joint.initial_maps, split.initial_maps, atol=1e-5)
+    assert np.allclose(joint.losses, split.losses, atol=1e-6)
+    assert len(split.history) == 5 and split.history[0].shape == (5, 32, 32)
+    assert calls[-1] == (12, 12) and len(calls) == 12  # 3 chunks x 4 iterations
+
+
 def test_invert_outputs_and_history(clip, image):
     masks = [box_mask(40, 48, 5, 5, 25, 30)]
     r = invert(clip, image, masks, iterations=4, lr=0.1, keep_history=True)

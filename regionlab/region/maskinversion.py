@@ -265,6 +265,68 @@ def _maps_at(maps_grid: torch.Tensor, cache: ImageCache, size: tuple[int, int]) 
     return up
 
 
+#: Masks optimised together; more are done in chunks of this size with the same result (each
+#: embedding has its own map, loss term and AdamW state), so memory stays flat in the count.
+MASK_CHUNK = 16
+
+
+def _optimise(clip, cache: ImageCache, mk: torch.Tensor, p_total: int, chosen: str,
+              iterations: int, lr: float, alpha: float, keep_history: bool,
+              progress, chunk: tuple[int, int]) -> dict:
+    """MaskInversion of one chunk of masks. The loss is the chunk's share of the mean over all
+    ``p_total`` masks, so every embedding gets exactly the gradient of the joint run."""
+    h, w = cache.image_shape
+    p = mk.shape[0]
+
+    def relevance(e: torch.Tensor, grad: bool) -> torch.Tensor:
+        if chosen == "factorized":
+            with torch.set_grad_enabled(grad):
+                return _maps_factorized(clip, cache, e)
+        return _maps_autograd(clip, cache, e, create_graph=grad)
+
+    init = cache.global_embedding.detach().clone().expand(p, -1).contiguous()
+    emb = nn.Parameter(init.clone())
+    opt = torch.optim.AdamW([emb], lr=lr, weight_decay=0.0)
+    init_unit = F.normalize(init, dim=-1)
+    history: list[np.ndarray] = []
+    losses: list[float] = []
+    first_maps = None
+    for it in range(iterations):
+        e = F.normalize(emb, dim=-1)
+        with torch.enable_grad():
+            rel = relevance(e, grad=True)
+            maps = _maps_at(rel, cache, (h, w))
+            loss = soft_dice_loss(maps, mk).sum() / p_total
+            if alpha:
+                loss = loss + alpha * (1 - (init_unit * e).sum(-1)).sum() / p_total
+        if not torch.isfinite(loss):
+            raise InputError("MaskInversion diverged (non-finite loss): lower the learning rate")
+        if first_maps is None:
+            first_maps = maps.detach()
+        if keep_history:
+            grid_maps = _maps_at(rel.detach(), cache, (cache.resolution, cache.resolution))
+            history.append(grid_maps.cpu().numpy().astype(np.float16))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress:
+            progress(chunk[0] * iterations + it + 1, chunk[1] * iterations)
+    with torch.no_grad():
+        e = F.normalize(emb.detach(), dim=-1)
+        rel = relevance(e, grad=False) if chosen == "factorized" else None
+    if rel is None:
+        rel = _maps_autograd(clip, cache, e, create_graph=False).detach()
+    final = _maps_at(rel, cache, (h, w))
+    if keep_history:
+        history.append(
+            _maps_at(rel, cache, (cache.resolution,) * 2).cpu().numpy().astype(np.float16)
+        )
+    return {"embeddings": emb.detach(), "final": final.detach(),
+            "first": (final if first_maps is None else first_maps).detach(),
+            "losses": losses, "history": history}
+
+
 def invert(
     clip,
     image,
@@ -278,6 +340,7 @@ def invert(
     keep_history: bool = False,
     cache: ImageCache | None = None,
     progress: Callable[[int, int], None] | None = None,
+    chunk: int | None = None,
 ) -> InversionResult:
     """MaskInversion for all ``masks`` of one image.
 
@@ -286,6 +349,8 @@ def invert(
     are refused). Defaults of ``iterations``, ``lr``, ``alpha``, ``resolution`` come from the
     model's tuned settings (``clip.defaults``). Pass ``cache`` (from a previous result or
     :func:`prepare_image_cache`) to invert more masks on the same image without a new forward.
+    ``chunk``: masks optimised at once (default :data:`MASK_CHUNK`); the result does not depend
+    on it, the peak memory does.
     """
     t0 = time.perf_counter()
     d = clip.defaults
@@ -312,56 +377,18 @@ def invert(
     mk = torch.as_tensor(load_masks(masks, (h, w)), dtype=clip.dtype, device=clip.device)
     p = mk.shape[0]
     chosen = choose_engine(clip, p, iterations, cache.resolution) if engine == "auto" else engine
-
-    def relevance(e: torch.Tensor, grad: bool) -> torch.Tensor:
-        if chosen == "factorized":
-            with torch.set_grad_enabled(grad):
-                return _maps_factorized(clip, cache, e)
-        return _maps_autograd(clip, cache, e, create_graph=grad)
-
-    init = cache.global_embedding.detach().clone().expand(p, -1).contiguous()
-    emb = nn.Parameter(init.clone())
-    opt = torch.optim.AdamW([emb], lr=lr, weight_decay=0.0)
-    init_unit = F.normalize(init, dim=-1)
-    history: list[np.ndarray] = []
-    losses: list[float] = []
-    first_maps = None
-    for it in range(iterations):
-        e = F.normalize(emb, dim=-1)
-        with torch.enable_grad():
-            rel = relevance(e, grad=True)
-            maps = _maps_at(rel, cache, (h, w))
-            loss = soft_dice_loss(maps, mk).mean()
-            if alpha:
-                loss = loss + alpha * (1 - (init_unit * e).sum(-1)).mean()
-        if not torch.isfinite(loss):
-            raise InputError("MaskInversion diverged (non-finite loss): lower the learning rate")
-        if first_maps is None:
-            first_maps = maps.detach()
-        if keep_history:
-            grid_maps = _maps_at(rel.detach(), cache, (cache.resolution, cache.resolution))
-            history.append(grid_maps.cpu().numpy().astype(np.float16))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if progress:
-            progress(it + 1, iterations)
-    with torch.no_grad():
-        e = F.normalize(emb.detach(), dim=-1)
-        rel = relevance(e, grad=False) if chosen == "factorized" else None
-    if rel is None:
-        rel = _maps_autograd(clip, cache, e, create_graph=False).detach()
-    final = _maps_at(rel, cache, (h, w))
-    if keep_history:
-        history.append(
-            _maps_at(rel, cache, (cache.resolution,) * 2).cpu().numpy().astype(np.float16)
-        )
-    if first_maps is None:
-        first_maps = final
+    size = max(1, int(chunk or MASK_CHUNK))
+    parts = [_optimise(clip, cache, mk[i:i + size], p, chosen, iterations, lr, alpha,
+                       keep_history, progress, (i // size, -(-p // size)))
+             for i in range(0, p, size)]
+    emb = torch.cat([r["embeddings"] for r in parts])
+    final = torch.cat([r["final"] for r in parts])
+    first_maps = torch.cat([r["first"] for r in parts])
+    losses = [float(sum(v)) for v in zip(*(r["losses"] for r in parts))]
+    history = [np.concatenate(v) for v in zip(*(r["history"] for r in parts))]
     t_end = time.perf_counter()
     return InversionResult(
-        embeddings=emb.detach().cpu(),
+        embeddings=emb.cpu(),
         maps=final.float().cpu().numpy(),
         initial_maps=first_maps.float().cpu().numpy(),
         history=history,
