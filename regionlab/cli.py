@@ -31,6 +31,7 @@ SUBCOMMANDS = [
     "classify",
     "regions",
     "shapes_dataset",
+    "shapes",
     "example_scene",
     "label",
     "segment",
