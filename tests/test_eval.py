@@ -288,8 +288,150 @@ def test_benchmark_class_lists_ship_with_the_package():
     task = ovseg.LabelTask(".", ".", "voc20")
     assert task.ignore_zero and not ovseg.LabelTask(".", ".", "voc20", ignore_zero=False)\
         .ignore_zero and not ovseg.LabelTask(".", ".", ["a", "b"]).ignore_zero
-    import tomllib
     from pathlib import Path
 
-    py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert py["tool"]["setuptools"]["package-data"]["regionlab.eval"] == ["classes/*.txt"]
+    py = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '[tool.setuptools.package-data]\n"regionlab.eval" = ["classes/*.txt"]' in py
+
+
+# ------------------------------------------------------------------------------ end to end
+# Every eval command on `regionlab shapes export` output, against the in-process computations
+# on the same scenes (the export's scene i is generate_scenes / generate_rec_items' item i).
+
+
+@pytest.fixture(scope="module")
+def shapes_clip():
+    return _bundled_clip()
+
+
+def _cli_json(capsys, argv) -> dict:
+    code = cli.main(argv + ["--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _export(capsys, fmt, out, n, seed, *extra) -> dict:
+    return _cli_json(capsys, ["shapes", "export", "--format", fmt, "--out", str(out),
+                              "--n", str(n), "--seed", str(seed), *extra])
+
+
+def _classify_in_process(clip, scenes, methods) -> dict:
+    """Acc@1 from the in-process benchmark (shapes_regions.region_accuracy) and Acc@5 from the
+    same embeddings by hand."""
+    import torch
+
+    from regionlab.eval.shapes_regions import region_accuracy
+    from regionlab.region.baselines import region_embeddings
+    from regionlab.shapes.vocab import CLASSES
+    from regionlab.tasks.retrieval import class_text_embeddings
+
+    acc1 = region_accuracy(clip, scenes, methods)
+    text = class_text_embeddings(clip, list(CLASSES), "single")
+    out = {}
+    for m in methods:
+        top5 = []
+        for sc in scenes:
+            e = region_embeddings(clip, sc.image, np.stack([o.mask for o in sc.objects]), m)
+            s = torch.nn.functional.normalize(e, dim=-1) @ text.T
+            top5 += [CLASSES.index(o.label) in s[k].topk(5).indices.tolist()
+                     for k, o in enumerate(sc.objects)]
+        out[m] = {"acc@1": acc1[m]["acc1"], "acc@5": float(np.mean(top5)),
+                  "n": acc1[m]["n_masks"]}
+    return out
+
+
+def test_e2e_classify_on_a_coco_export_matches_in_process(tmp_path, capsys, shapes_clip):
+    from pycocotools.coco import COCO
+
+    from regionlab.shapes.scenes import RenderOptions, generate_scenes
+
+    n, seed = 3, 5
+    exp = _export(capsys, "coco", tmp_path / "coco", n, seed, "--min-objects", "2")
+    scenes = generate_scenes("test", n, seed, RenderOptions(min_objects=2))
+    assert exp["annotations"] == sum(len(s.objects) for s in scenes)
+    # pycocotools itself reads the export, and its masks are the scenes' masks
+    coco = COCO(str(tmp_path / "coco" / "instances.json"))
+    capsys.readouterr()  # COCO() prints
+    masks = [coco.annToMask(a).astype(bool) for a in coco.loadAnns(coco.getAnnIds())]
+    assert all((m == o.mask).all() for m, o in zip(masks, (o for s in scenes for o in s.objects)))
+    methods = ["masked-crop", "maskinversion", "global"]
+    args = ["eval", "classify", "--annotations", str(tmp_path / "coco" / "instances.json"),
+            "--images", str(tmp_path / "coco" / "images"), "--methods", ",".join(methods),
+            "--model", "shapes-clip", "--no-progress", "--out", str(tmp_path / "run")]
+    part = _cli_json(capsys, args + ["--limit", "3"])  # a quick subset, then resumed
+    res = _cli_json(capsys, args)
+    assert part["methods"]["masked-crop"]["n"] == 3 and res["resumed"] == 3
+    want = _classify_in_process(shapes_clip, scenes, methods)
+    for m in methods:
+        assert res["methods"][m] == pytest.approx(want[m]), m
+    rows = (tmp_path / "run" / "items.jsonl").read_text().splitlines()
+    assert len(rows) == exp["annotations"]
+
+
+def test_e2e_ground_on_a_reclip_export_matches_in_process(tmp_path, capsys, shapes_clip):
+    from regionlab.eval.reclip import shapes_rec_benchmark
+
+    n, seed = 9, 2
+    exp = _export(capsys, "reclip", tmp_path / "rec", n, seed)
+    args = ["eval", "ground", "--refs", str(tmp_path / "rec" / "refs.jsonl"),
+            "--images", str(tmp_path / "rec" / "images"), "--model", "shapes-clip",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    part = _cli_json(capsys, args + ["--limit", "4", "--seed", "1"])
+    res = _cli_json(capsys, args)
+    bench = shapes_rec_benchmark(n, seed, "test", models=[shapes_clip])
+    assert part["n_sentences"] == 4 and res["resumed"] == 4
+    assert res["n_sentences"] == exp["sentences"] == bench["n_expressions"]
+    assert res["skipped"] == 0
+    assert res["accuracy"] == pytest.approx(bench["accuracy"]["reclip"]["all"], abs=5e-5)
+    assert res["ips_accuracy"] == pytest.approx(bench["accuracy"]["ips"]["all"], abs=5e-5)
+    assert res["ips_accuracy"] < res["accuracy"]  # the parser's spatial words count
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert table.startswith("| proposals | refs |\n|---|---|\n| ground truth, ReCLIP (tree) |")
+
+
+def test_e2e_label_on_a_semseg_export_matches_in_process(tmp_path, capsys, shapes_clip):
+    from regionlab.eval.ovseg import evaluate_folder, evaluate_shapes
+    from regionlab.tasks.ovseg import LabelOptions
+
+    n, seed = 4, 3
+    _export(capsys, "semseg", tmp_path / "sem", n, seed)
+    base = ["eval", "label", "--images", str(tmp_path / "sem" / "images"),
+            "--labels", str(tmp_path / "sem" / "labels"),
+            "--classes", str(tmp_path / "sem" / "classes.txt"), "--model", "shapes-clip",
+            "--no-progress"]
+    out = tmp_path / "run"
+    part = _cli_json(capsys, base + ["--out", str(out), "--limit", "2"])
+    auto = _cli_json(capsys, base + ["--out", str(out)])
+    assert part["images"] == 2 and auto["images"] == n and auto["resumed"] == 2
+    want = evaluate_shapes(shapes_clip, n, "test", seed, proposals="auto",
+                           options=LabelOptions(fusion="eval"))
+    for key in ("miou", "miou_object_pixels", "pixel_accuracy", "per_class_iou"):
+        assert auto[key] == pytest.approx(want[key]), key
+    gt = _cli_json(capsys, base + ["--proposals", "gt", "--ignore-zero"])
+    direct = evaluate_folder(tmp_path / "sem" / "images", tmp_path / "sem" / "labels",
+                             str(tmp_path / "sem" / "classes.txt"), proposals="gt",
+                             ignore_zero=True, clip=shapes_clip)
+    assert gt["miou"] == pytest.approx(direct["miou"]) and gt["ignore_zero"] is True
+    assert gt["background_false_positive_rate"] != gt["background_false_positive_rate"]  # NaN
+    assert (out / "table.md").read_text().startswith("| Method | classes mIoU |")
+
+
+@pytest.mark.slow
+def test_e2e_classify_every_method_on_a_larger_export(tmp_path, capsys, shapes_clip):
+    """All six region methods on 24 scenes (about 60 masks), with a seeded subset resumed."""
+    from regionlab.region.baselines import METHODS
+    from regionlab.shapes.scenes import RenderOptions, generate_scenes
+
+    n, seed = 24, 11
+    _export(capsys, "coco", tmp_path / "coco", n, seed, "--uncompressed-rle")
+    scenes = generate_scenes("test", n, seed, RenderOptions())
+    args = ["eval", "classify", "--annotations", str(tmp_path / "coco" / "instances.json"),
+            "--images", str(tmp_path / "coco" / "images"), "--model", "shapes-clip",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    _cli_json(capsys, args + ["--limit", "10", "--seed", "4"])
+    res = _cli_json(capsys, args)
+    assert res["resumed"] == 10
+    want = _classify_in_process(shapes_clip, scenes, list(METHODS))
+    for m in METHODS:
+        assert res["methods"][m] == pytest.approx(want[m]), m
