@@ -123,6 +123,25 @@ def test_malformed_reclip_file_names_the_file_and_line(tmp_path, capsys):
         assert f"{refs}: line 1" in err and why in err, err
 
 
+def test_ray_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    """--ray is the optional extra; without Ray the error names the install command (the Ray
+    run itself is tested in tests/test_eval_ray.py, slow tier, where Ray is installed)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *a, **kw):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(InputError, match=r'pip install -e "\.\[ray\]"'):
+        run_eval(CountingTask(n=2), ray=True)
+    with pytest.raises(InputError, match="needs Ray Data"):
+        run_eval(CountingTask(n=2), ray="ray://head:10001")
+
+
 # ------------------------------------------------------------------------------ COCO reading
 
 

@@ -14,7 +14,8 @@ Shared conventions (:mod:`regionlab.eval.harness`): a progress bar with rate and
 (``--no-progress`` to hide it); ``--limit N`` (the first N units; with ``--seed S`` N drawn at
 random); ``--out DIR`` keeps per-unit rows in ``DIR/items.jsonl`` (run again to resume a
 killed run), ``DIR/summary.json`` and ``DIR/table.md`` (laid out like the paper's table); a
-malformed annotation file is one error naming the file and the entry.
+malformed annotation file is one error naming the file and the entry; ``--ray [ADDRESS]`` runs
+the same groups on Ray Data actors (:mod:`regionlab.eval.ray_runner`) with the same metrics.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ NAME = "eval"
 HELP = ("evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at IoU > 0.5; "
         "classify: COCO instance masks, Acc@1/Acc@5; label: index-PNG folders, mIoU); "
         "resumable with --out")
-MANIFEST_KEYS = ("task, refs, images, detections, limit, seed, models, scorer, combine, "
+MANIFEST_KEYS = ("task, refs, images, detections, limit, seed, ray, models, scorer, combine, "
                  "temperature, margin, annotations, methods, classes, templates, labels, "
                  "ignore_zero, proposals, label_offset")
 TASKS = ("ground", "classify", "label")
@@ -46,6 +47,9 @@ def add_arguments(p) -> None:
     common.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=None,
                         help="folder for items.jsonl (resume), summary.json and table.md")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run on Ray Data (optional extra: pip install -e '.[ray]'): a "
+                             "local instance, or the cluster at ADDRESS; same metrics")
     common.add_argument("--model", dest="models", action="append", default=None,
                         help="CLIP name or ARCH@SOURCE (ground: repeat for an ensemble)")
     g = p.add_argument_group("ground (ReCLIP)")
@@ -84,7 +88,8 @@ def item_from_args(args, manifest: bool) -> dict:
             "annotations": args.annotations, "methods": args.methods, "classes": args.classes,
             "templates": args.templates, "labels": args.labels,
             "ignore_zero": args.ignore_zero, "proposals": args.proposals,
-            "label_offset": args.label_offset, "progress": not args.no_progress}
+            "label_offset": args.label_offset, "ray": args.ray,
+            "progress": not args.no_progress}
 
 
 def _log(message: str) -> None:
@@ -108,8 +113,10 @@ def run(item: dict, args, out_dir) -> dict:
         raise InputError(f"unknown eval task {task!r}; choose from {', '.join(TASKS)}")
     if item.get("limit") is not None and int(item["limit"]) < 1:
         raise InputError(f"--limit must be at least 1, got {item['limit']}")
+    ray = item.get("ray")
     common = {"limit": item.get("limit"), "seed": item.get("seed"), "out_dir": out_dir,
-              "progress": bool(item.get("progress", True)), "log": _log}
+              "progress": bool(item.get("progress", True)), "log": _log,
+              "ray": None if not ray else (True if ray == "local" else str(ray))}
     if task == "classify":
         from ..eval.classify import evaluate_coco
 

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +185,7 @@ def progress_bar(total: int, initial: int, unit: str, enabled: bool):
 
 
 def run_eval(task: EvalTask, out_dir=None, limit: int | None = None, seed: int | None = None,
-             progress: bool = False, ray: str | bool | None = None,
-             runner: Callable | None = None) -> dict:
+             progress: bool = False, ray: str | bool | None = None) -> dict:
     """Evaluate ``task`` on the selected units, resuming from ``out_dir`` when it holds rows.
 
     ``ray``: None (this process), True (a local Ray instance) or a cluster address; the rows
