@@ -1,5 +1,5 @@
 """``regionlab eval ... --ray``: the same numbers as the local run, on a local Ray instance with
-2 CPUs (issue 29 item 6). Needs the optional extra (``pip install -e ".[ray]"``); skipped
+2 CPUs (issue 29 item 6). Needs the optional extra (``pip install -e ".[scale]"``); skipped
 without it. Slow tier: starting Ray takes seconds."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ VOLATILE = ("seconds", "resumed", "out")
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_two_cpus():
-    pytest.importorskip("ray.data", reason="Ray is the optional extra: pip install -e '.[ray]'")
+    pytest.importorskip("ray.data", reason="Ray is the optional extra: pip install -e '.[scale]'")
     import os
 
     old = os.environ.get("REGIONLAB_RAY_CPUS")

@@ -48,7 +48,7 @@ def add_arguments(p) -> None:
                         help="folder for items.jsonl (resume), summary.json and table.md")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                        help="run on Ray Data (optional extra: pip install -e '.[ray]'): a "
+                        help="run on Ray Data (optional extra: pip install -e '.[scale]'): a "
                              "local instance, or the cluster at ADDRESS; same metrics")
     common.add_argument("--model", dest="models", action="append", default=None,
                         help="CLIP name or ARCH@SOURCE (ground: repeat for an ensemble)")

@@ -7,7 +7,7 @@ actor asks for one GPU when the cluster has GPUs, else one CPU. Rows stream back
 process as they finish and are appended to ``items.jsonl`` here, so a killed Ray run resumes
 like a local one, and the metrics come from the same rows, so they equal the local run's.
 
-Ray is an optional extra: ``pip install -e ".[ray]"``. ``ADDRESS`` is a cluster address
+Ray is an optional extra: ``pip install -e ".[scale]"``. ``ADDRESS`` is a cluster address
 (``ray://host:10001``, ``auto``); without one a local Ray instance is started with
 ``REGIONLAB_RAY_CPUS`` CPUs (default: all).
 """
@@ -47,7 +47,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
-        raise InputError('--ray needs Ray Data: pip install -e ".[ray]" (or pip install '
+        raise InputError('--ray needs Ray Data: pip install -e ".[scale]" (or pip install '
                          '"ray[data]")') from exc
     return ray
 
