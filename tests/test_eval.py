@@ -136,7 +136,7 @@ def test_ray_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch, capsys)
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    with pytest.raises(InputError, match=r'pip install -e "\.\[ray\]"'):
+    with pytest.raises(InputError, match=r'pip install -e "\.\[scale\]"'):
         run_eval(CountingTask(n=2), ray=True)
     with pytest.raises(InputError, match="needs Ray Data"):
         run_eval(CountingTask(n=2), ray="ray://head:10001")
