@@ -60,3 +60,14 @@ def _gradio_tmp(tmp_path_factory):
 
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def bundled_clip():
+    """The bundled ShapesWorld CLIP (skips the test when its weights are not here)."""
+    from regionlab.models import get_spec, load_clip
+
+    ok, why = get_spec("shapes-clip", "clip").available()
+    if not ok:
+        pytest.skip(f"bundled CLIP not available: {why}")
+    return load_clip("shapes-clip")

@@ -145,15 +145,6 @@ def test_ray_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch, capsys)
 # ------------------------------------------------------------------------------ COCO reading
 
 
-def _bundled_clip():
-    from regionlab.models import get_spec, load_clip
-
-    ok, why = get_spec("shapes-clip", "clip").available()
-    if not ok:
-        pytest.skip(f"bundled CLIP not available: {why}")
-    return load_clip("shapes-clip")
-
-
 def test_coco_masks_in_every_standard_form():
     """Polygons, uncompressed RLE and compressed RLE decode (pycocotools) to the same masks;
     our uncompressed RLE writer agrees with pycocotools' reader."""
@@ -229,7 +220,7 @@ def test_malformed_coco_file_names_the_entry(tmp_path, capsys):
         capsys.readouterr().err
 
 
-def test_eval_classify_on_masks_written_by_other_tools(tmp_path, capsys):
+def test_eval_classify_on_masks_written_by_other_tools(tmp_path, capsys, bundled_clip):
     """One scene's objects as a polygon-free mix of uncompressed and compressed RLE (what other
     tools write), a crowd region and an empty mask: Acc@1/Acc@5 equal the in-process
     retrieval on the same masks; crowd and empty masks are left out and reported."""
@@ -242,7 +233,7 @@ def test_eval_classify_on_masks_written_by_other_tools(tmp_path, capsys):
     from regionlab.shapes.vocab import CLASSES
     from regionlab.tasks.retrieval import class_text_embeddings
 
-    clip = _bundled_clip()
+    clip = bundled_clip
     scenes = generate_scenes("test", 2, 3, RenderOptions(min_objects=3, max_objects=4))
     images, anns = [], []
     for i, sc in enumerate(scenes):
@@ -319,8 +310,8 @@ def test_benchmark_class_lists_ship_with_the_package():
 
 
 @pytest.fixture(scope="module")
-def shapes_clip():
-    return _bundled_clip()
+def shapes_clip(bundled_clip):
+    return bundled_clip
 
 
 def _cli_json(capsys, argv) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regionlab.models import get_spec
 from regionlab.tasks.reclip import (
     box_iou,
     embed_proposals,
@@ -75,13 +74,8 @@ def expected_answers(scene) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def clip():
-    ok, why = get_spec("shapes-clip", "clip").available()
-    if not ok:
-        pytest.skip(f"bundled CLIP not available: {why}")
-    from regionlab.models import load_clip
-
-    return load_clip("shapes-clip")
+def clip(bundled_clip):
+    return bundled_clip
 
 
 def test_try_expressions_are_the_ones_checked():

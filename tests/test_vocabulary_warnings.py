@@ -7,17 +7,10 @@ import json
 import pytest
 from PIL import Image
 
-from regionlab.models import get_spec
-
 
 @pytest.fixture(scope="module")
-def clip():
-    ok, why = get_spec("shapes-clip", "clip").available()
-    if not ok:
-        pytest.skip(f"bundled CLIP not available: {why}")
-    from regionlab.models import load_clip
-
-    return load_clip("shapes-clip")
+def clip(bundled_clip):
+    return bundled_clip
 
 
 def test_vocabulary_warnings_name_the_unknown_words(clip):
@@ -94,7 +87,7 @@ def test_photo_notice_once_per_session_for_the_bundled_clip():
     assert not s.first_notice(text)  # not shown again in this session
 
 
-def test_api_retrieve_names_unknown_class_words(tmp_path):
+def test_api_retrieve_names_unknown_class_words(tmp_path, clip):
     """The named endpoint that ranks classes says what the model cannot know (the grounding and
     labelling endpoints return the result's ``warnings`` too)."""
     import numpy as np
@@ -103,13 +96,8 @@ def test_api_retrieve_names_unknown_class_words(tmp_path):
     from regionlab.ui.files import Scratch
     from regionlab.ui.options import AppOptions
 
-    ok, why = get_spec("shapes-clip", "clip").available()
-    if not ok:
-        pytest.skip(f"bundled CLIP not available: {why}")
     emb = tmp_path / "emb.npy"
-    from regionlab.models import load_clip
-
-    np.save(emb, np.random.default_rng(0).normal(size=(2, load_clip().embed_dim)))
+    np.save(emb, np.random.default_rng(0).normal(size=(2, clip.embed_dim)))
     api = Api(AppOptions(), Scratch())
     assert api.retrieve(str(emb), "shapes", "single", 3)["warnings"] == []
     assert "'person'" in api.retrieve(str(emb), "person, red star", "single", 2)["warnings"][0]
