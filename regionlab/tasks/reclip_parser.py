@@ -32,15 +32,7 @@ from __future__ import annotations
 
 import threading
 
-from .reclip_scoring import (  # noqa: F401  (re-exported: the parser's public face)
-    apply_relation,
-    apply_superlative,
-    between_tensor,
-    box_geometry,
-    execute_tree,
-    relation_matrix,
-)
-from .reclip_tree import EntityNode, ParseTree, Relation, Superlative  # noqa: F401
+from .reclip_tree import EntityNode, ParseTree, Relation, Superlative
 from .reclip_words import (
     _MODIFIER_DEPS,
     _SUBJ_OBJ,
