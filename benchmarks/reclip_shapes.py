@@ -8,7 +8,10 @@ boxes as proposals. Four sets, each reported for every combination from the same
   relation / superlative, on validation scenes);
 - ``test-everyday``: our renderer, everyday phrasings never tuned on (negation, paraphrased
   superlatives, ordinals, anchors, generic heads);
-- ``shift`` and ``shift-everyday``: the same on the independent OpenCV renderer
+- ``test-unseen``: our renderer, the same questions in other words written once and never
+  tuned on nor used in parser development (``regionlab.shapes.expressions.UNSEEN_BOOK``): a
+  phrasing shift set;
+- ``shift``, ``shift-everyday``, ``shift-unseen``: the same on the independent OpenCV renderer
   (``regionlab.shapes.render_cv``), never tuned on.
 Methods: ``default`` (combine="tree", its default temperature and margin), ``calibrated``,
 ``reference`` (ReCLIP exactly), IPS alone, random (mean 1/P). Writes
@@ -55,7 +58,7 @@ def table(sets: dict) -> str:
              "|---|---|---|" + "---|" * len(methods)]
     for name, res in sets.items():
         acc, counts = res["accuracy"], res["counts"]
-        for g in ("attribute", "relation", "superlative", "everyday", "spatial"):
+        for g in ("attribute", "relation", "superlative", "everyday", "unseen", "spatial"):
             if g in counts:
                 cells = " | ".join(f"{100 * acc[m][g]:.1f}" for m in methods)
                 lines.append(f"| {name} | {g} | {counts[g]} | {cells} |")
@@ -91,7 +94,9 @@ def tune(a, models) -> None:
 
 
 SETS = {"test": ("pil", None), "test-everyday": ("pil", ("everyday",)),
-        "shift": ("cv", None), "shift-everyday": ("cv", ("everyday",))}
+        "test-unseen": ("pil", ("unseen",)),
+        "shift": ("cv", None), "shift-everyday": ("cv", ("everyday",)),
+        "shift-unseen": ("cv", ("unseen",))}
 
 
 def main() -> None:
