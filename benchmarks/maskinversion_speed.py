@@ -42,16 +42,18 @@ def worker(args) -> None:
     image, masks = make_inputs(args.size, args.n_masks)
     t0 = time.perf_counter()
     r = invert(clip, image, list(masks), iterations=args.n_iter, lr=0.5, alpha=0.0,
-               resolution=args.size, engine=args.engine)
+               resolution=args.size, engine=args.engine, chunk=args.chunk)
     dt = time.perf_counter() - t0
     print(json.dumps({"seconds": dt, "engine_used": r.engine,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run_ours(state: Path, engine: str, size: int, n_masks: int, n_iter: int, threads: int):
+def run_ours(state: Path, engine: str, size: int, n_masks: int, n_iter: int, threads: int,
+             chunk: int | None = None):
     cmd = [sys.executable, "-m", "benchmarks.maskinversion_speed", "--worker", "--state",
            str(state), "--engine", engine, "--size", str(size), "--n-masks", str(n_masks),
-           "--n-iter", str(n_iter), "--threads", str(threads)]
+           "--n-iter", str(n_iter), "--threads", str(threads)] + (
+               ["--chunk", str(chunk)] if chunk else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          cwd=ROOT.parent).stdout.strip().splitlines()[-1]
     return json.loads(out)
@@ -97,6 +99,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="masks optimised at once (default: invert's MASK_CHUNK)")
     p.add_argument("--engines", nargs="+", default=["autograd", "factorized", "auto"],
                    choices=["autograd", "factorized", "auto"])
     p.add_argument("--out", type=Path, default=ROOT / "results" / "maskinversion_speed.json")
@@ -116,7 +120,8 @@ def main(argv=None) -> None:
                 for n_masks in a.masks:
                     row = {"size": size, "masks": n_masks, "iterations": n_iter}
                     for engine in a.engines:
-                        row[engine] = run_ours(spath, engine, size, n_masks, n_iter, a.threads)
+                        row[engine] = run_ours(spath, engine, size, n_masks, n_iter, a.threads,
+                                               a.chunk)
                     if not a.no_reference:
                         row["reference"] = run_reference(a.refvenv, state, size, n_masks, n_iter,
                                                          a.threads, a.timeout)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class Limits:
     max_image_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
     max_side: int = 2048  # larger images are downscaled (longest side) before processing
-    # masks/regions (and embeddings) per call; MaskInversion runs them 16 at a time, so its
+    # masks/regions (and embeddings) per call; MaskInversion runs them 4 at a time, so its
     # memory stays flat in the count (the paper's setting is 100 masks)
     max_masks: int = 128
     max_points: int = 64  # clicks per region

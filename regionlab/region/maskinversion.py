@@ -267,7 +267,9 @@ def _maps_at(maps_grid: torch.Tensor, cache: ImageCache, size: tuple[int, int]) 
 
 #: Masks optimised together; more are done in chunks of this size with the same result (each
 #: embedding has its own map, loss term and AdamW state), so memory stays flat in the count.
-MASK_CHUNK = 16
+#: ViT-B/16 at 448, 100 masks x 10 iterations: chunks of 2/4/8 took 80/78-84/88 s, all at once
+#: 132 s and 8.9 GB (benchmarks/results/maskinversion_*chunked.json).
+MASK_CHUNK = 4
 
 
 def _optimise(clip, cache: ImageCache, mk: torch.Tensor, p_total: int, chosen: str,
