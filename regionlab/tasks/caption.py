@@ -91,17 +91,20 @@ def rerank_captions(embeddings, candidates: list[list[tuple[str, float]]], clip,
     emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).reshape(len(candidates), -1)
     emb = torch.nn.functional.normalize(emb, dim=-1)
     scale = float(getattr(clip, "logit_scale", 100.0))
-    out = []
-    for e, cands in zip(emb, candidates):
+    kept = []
+    for cands in candidates:
         best = max(s for _, s in cands)
-        cands = [(c, s) for c, s in cands if s >= best - band] or cands[:1]
-        texts = [c for c, _ in cands]
-        if weight <= 0 or len(set(texts)) < 2:
-            out.append(texts[0])
-            continue
-        text = clip.encode_texts(texts).float().cpu()
-        score = torch.tensor([s for _, s in cands]) + weight * scale * (text @ e)
-        out.append(texts[int(torch.argmax(score))])
+        kept.append([(c, s) for c, s in cands if s >= best - band] or cands[:1])
+    if weight <= 0:
+        return [cands[0][0] for cands in kept]
+    vocab = list(dict.fromkeys(c for cands in kept for c, _ in cands))  # one text forward
+    index = {c: i for i, c in enumerate(vocab)}
+    text = clip.encode_texts(vocab).float().cpu()
+    out = []
+    for e, cands in zip(emb, kept):
+        rows = text[[index[c] for c, _ in cands]]
+        score = torch.tensor([s for _, s in cands]) + weight * scale * (rows @ e)
+        out.append(cands[int(torch.argmax(score))][0])
     return out
 
 
