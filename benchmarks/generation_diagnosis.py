@@ -36,7 +36,8 @@ from regionlab.shapes.vocab import CLASSES
 ROOT = Path(__file__).resolve().parent
 
 
-def unit_embed(clip, images) -> torch.Tensor:
+def raw_embeddings(clip, images) -> torch.Tensor:
+    """CLIP image embeddings as the model gives them (not normalised: the norm is reported)."""
     out = [clip.encode_images(list(images[i:i + 256])) for i in range(0, len(images), 256)]
     return torch.cat(out).float()
 
@@ -52,12 +53,12 @@ def main() -> None:
     t0 = time.time()
     clip = load_clip("shapes-clip", "cpu")
     gen = load("shapes-generator", "generator", "cpu")
-    bank = F.normalize(unit_embed(clip, object_views(a.bank, 0, 0, seed=0,
+    bank = F.normalize(raw_embeddings(clip, object_views(a.bank, 0, 0, seed=0,
                                                      min_scale=GENERATOR_MIN_SCALE).images), dim=-1)
 
     val = validation_views(a.n, 0)
     cond: dict[str, dict] = {"a: training-like image": {
-        "emb": unit_embed(clip, val.images), "labels": [[CLASSES[i]] for i in val.labels]}}
+        "emb": raw_embeddings(clip, val.images), "labels": [[CLASSES[i]] for i in val.labels]}}
     labels, scene_labels = [], []
     scenes = generate_scenes("test", a.n, seed=7, options=RenderOptions(min_objects=2))
     embs = {"masked-crop": [], "maskinversion": [], "global": []}
