@@ -8,6 +8,13 @@ subprocess (wall time of the whole MaskInversion call including the image forwar
 the process, model included). The reference (see maskinversion_parity.py for its virtualenv)
 is given ``--timeout`` seconds per cell; a cell that exceeds it is recorded as a lower bound.
 Results: benchmarks/results/maskinversion_speed.json (+ a markdown table on stdout).
+
+The floor (issue 30 item 3): after a cell's engines ran, a fresh subprocess times this machine's
+fp32 matrix products at the factorized engine's shapes for that cell (same ``--threads`` and
+``--chunk``; ``benchmarks/gemm_floor.py`` has the exact definition), and the row gains ``gmac``
+(the count of ``benchmarks/maskinversion_flops.py``), ``gemm_rate_gmacs``, ``floor_s`` =
+gmac / rate and ``floor_ratio`` = factorized seconds / floor_s (target <= 1.3; ``None`` when the
+factorized engine was not run). ``--no-floor`` skips it.
 """
 
 from __future__ import annotations
@@ -59,6 +66,28 @@ def run_ours(state: Path, engine: str, size: int, n_masks: int, n_iter: int, thr
     return json.loads(out)
 
 
+def run_floor(size: int, n_masks: int, n_iter: int, threads: int, chunk: int | None = None):
+    """The GEMM floor of one cell, measured in a fresh process (benchmarks/gemm_floor.py)."""
+    cmd = [sys.executable, "-m", "benchmarks.gemm_floor", "--size", str(size), "--masks",
+           str(n_masks), "--iterations", str(n_iter), "--threads", str(threads)] + (
+               ["--chunk", str(chunk)] if chunk else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         cwd=ROOT.parent).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
+def add_floor(row: dict, floor: dict) -> dict:
+    """Put the floor's numbers into a row; the ratio is against the factorized engine's time."""
+    from benchmarks.gemm_floor import floor_ratio
+
+    ratio = floor_ratio((row.get("factorized") or {}).get("seconds"), floor)
+    row.update({"gmac": floor["gmac"], "gemm_rate_gmacs": floor["gemm_rate_gmacs"],
+                "floor_s": floor["floor_s"],
+                "floor_ratio": None if ratio is None else round(ratio, 3),
+                "floor_products": floor["products"]})
+    return row
+
+
 def run_reference(refvenv: Path, state: dict, size: int, n_masks: int, n_iter: int,
                   threads: int, timeout: float):
     import open_clip
@@ -99,6 +128,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the GEMM floor measurement (gmac, gemm_rate_gmacs, floor_ratio)")
     p.add_argument("--chunk", type=int, default=None,
                    help="masks optimised at once (default: invert's MASK_CHUNK)")
     p.add_argument("--engines", nargs="+", default=["autograd", "factorized", "auto"],
@@ -122,6 +153,8 @@ def main(argv=None) -> None:
                     for engine in a.engines:
                         row[engine] = run_ours(spath, engine, size, n_masks, n_iter, a.threads,
                                                a.chunk)
+                    if not a.no_floor:
+                        add_floor(row, run_floor(size, n_masks, n_iter, a.threads, a.chunk))
                     if not a.no_reference:
                         row["reference"] = run_reference(a.refvenv, state, size, n_masks, n_iter,
                                                          a.threads, a.timeout)
@@ -141,8 +174,9 @@ def table(rows) -> str:
             return f"> {cell['timeout_s']:.0f} s"
         return f"{cell['seconds']:.2f} s"
 
-    lines = ["| S | masks | iters | reference | autograd | factorized | auto | ref / factorized |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| S | masks | iters | reference | autograd | factorized | auto | ref / factorized "
+             "| floor ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = r.get("reference")
         ratio = "-"
@@ -151,9 +185,12 @@ def table(rows) -> str:
         elif ref:
             ratio = f"> {ref['timeout_s'] / r['factorized']['seconds']:.1f}x"
         auto = r.get("auto") or {}
+        floor = "not measured" if "floor_s" not in r else (
+            "-" if r.get("floor_ratio") is None else
+            f"{r['floor_ratio']:.2f} ({r['floor_s']:.2f} s at {r['gemm_rate_gmacs']:.0f} GMAC/s)")
         lines.append(f"| {r['size']} | {r['masks']} | {r['iterations']} | {fmt(ref)} | "
                      f"{fmt(r.get('autograd'))} | {fmt(r.get('factorized'))} | {fmt(auto)} "
-                     f"({auto.get('engine_used', '-')}) | {ratio} |")
+                     f"({auto.get('engine_used', '-')}) | {ratio} | {floor} |")
     return "\n".join(lines)
 
 
