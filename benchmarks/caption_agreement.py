@@ -4,8 +4,8 @@
     python benchmarks/caption_agreement.py --tune [--scenes 150]
 
 For every object of held-out multi-object ShapesWorld scenes, from our renderer (test split)
-and from the independent OpenCV renderer (``regionlab.shapes.render_cv``, never tuned on), the
-region embedding (MaskInversion, masked crop) is
+and from the two other renderers (``regionlab.shapes.render_cv`` and ``render_mpl``, never tuned
+on; the decoders never trained on either), the region embedding (MaskInversion, masked crop) is
 - classified among the 30 ShapesWorld classes (retrieval top-1, "single" template);
 - captioned by the bundled captioner: the top beam (``weight`` 0) and the beam reranked by CLIP
   (``regionlab.tasks.caption.rerank_captions``) at each weight.
@@ -58,10 +58,10 @@ def named_class(caption: str) -> str | None:
 
 
 def scenes_for(renderer: str, split: str, n: int, seed: int):
-    if renderer == "cv":
-        from regionlab.shapes.render_cv import render_scene_cv
+    if renderer in ("cv", "mpl"):
+        from regionlab.shapes.renderers import render
 
-        out = [render_scene_cv((SPLITS[split], seed, i), n_objects=(2, 4)) for i in range(n)]
+        out = [render(renderer, (SPLITS[split], seed, i), n_objects=(2, 4)) for i in range(n)]
         return [s for s in out if len(s.objects) >= 2]
     return generate_scenes(split, n, seed=seed, options=RenderOptions(min_objects=2))
 
@@ -138,7 +138,7 @@ def main() -> None:
     else:
         settings = [TOP, (RERANK_WEIGHT, RERANK_BAND)]
         out = {"sets": {}}
-        for renderer in ("pil", "cv"):
+        for renderer in ("pil", "cv", "mpl"):
             out["sets"][renderer] = evaluate(
                 clip, cap, scenes_for(renderer, "test", a.scenes, a.seed), a.beams, settings)
         out["settings"] = {"top beam": key(*TOP),

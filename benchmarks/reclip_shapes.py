@@ -11,8 +11,11 @@ boxes as proposals. Four sets, each reported for every combination from the same
 - ``test-unseen``: our renderer, the same questions in other words written once and never
   tuned on nor used in parser development (``regionlab.shapes.expressions.UNSEEN_BOOK``): a
   phrasing shift set;
-- ``shift``, ``shift-everyday``, ``shift-unseen``: the same on the independent OpenCV renderer
-  (``regionlab.shapes.render_cv``), never tuned on.
+- ``shift``, ``shift-everyday``, ``shift-unseen``: the same on the OpenCV renderer
+  (``regionlab.shapes.render_cv``), never tuned on (its scenes join the CLIP's training from
+  stage 11 on: domain randomisation);
+- ``shift-mpl``, ``shift-mpl-everyday``, ``shift-mpl-unseen``: the same on the matplotlib
+  renderer (``regionlab.shapes.render_mpl``), never trained or tuned on.
 Methods: ``default`` (combine="tree", its default temperature and margin), ``calibrated``,
 ``reference`` (ReCLIP exactly), IPS alone, random (mean 1/P). Writes
 benchmarks/results/reclip_shapes.json.
@@ -96,7 +99,9 @@ def tune(a, models) -> None:
 SETS = {"test": ("pil", None), "test-everyday": ("pil", ("everyday",)),
         "test-unseen": ("pil", ("unseen",)),
         "shift": ("cv", None), "shift-everyday": ("cv", ("everyday",)),
-        "shift-unseen": ("cv", ("unseen",))}
+        "shift-unseen": ("cv", ("unseen",)),
+        "shift-mpl": ("mpl", None), "shift-mpl-everyday": ("mpl", ("everyday",)),
+        "shift-mpl-unseen": ("mpl", ("unseen",))}
 
 
 def main() -> None:

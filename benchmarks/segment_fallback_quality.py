@@ -33,17 +33,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=500)
     ap.add_argument("--segmenter", default="classical")
-    ap.add_argument("--renderer", default="pil", choices=["pil", "cv"])
+    ap.add_argument("--renderer", default="pil", choices=["pil", "cv", "mpl"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.out = args.out or (OUT if args.renderer == "pil"
-                            else OUT.with_name(OUT.stem + "_cv.json"))
+                            else OUT.with_name(f"{OUT.stem}_{args.renderer}.json"))
     torch.set_num_threads(1)
-    if args.renderer == "cv":
-        from regionlab.shapes.render_cv import render_scene_cv
+    if args.renderer in ("cv", "mpl"):
+        from regionlab.shapes.renderers import render
         from regionlab.shapes.scenes import SPLITS
 
-        scenes = [render_scene_cv((SPLITS["test"], 0, i)) for i in range(args.scenes)]
+        scenes = [render(args.renderer, (SPLITS["test"], 0, i)) for i in range(args.scenes)]
     else:
         scenes = held_out_scenes(args.scenes)
     t0 = time.time()

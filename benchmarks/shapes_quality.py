@@ -58,8 +58,9 @@ def main(argv=None) -> None:
     p.add_argument("--first", type=int, default=0,
                    help="start at scene FIRST of each set (a sample no earlier result used)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--renderer", choices=("pil", "cv"), default="pil",
-                   help="cv: the independent OpenCV renderer (a shift set)")
+    p.add_argument("--renderer", choices=("pil", "cv", "mpl"), default="pil",
+                   help="cv: the OpenCV renderer (trained on from CLIP stage 11); mpl: the "
+                        "matplotlib renderer (never trained or tuned on: the shift set)")
     p.add_argument("--out", type=Path, default=None,
                    help="write here instead (e.g. for weights chosen by REGIONLAB_SHAPES_CLIP)")
     a = p.parse_args(argv)
@@ -70,19 +71,21 @@ def main(argv=None) -> None:
     if a.tune:
         res = tune(clip, a.scenes)
         out = ROOT / "results" / "shapes_mi_tuning.json"
-    elif a.renderer == "cv":
+    elif a.renderer in ("cv", "mpl"):
         t0 = time.perf_counter()
         res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,
-               "renderer": "cv (regionlab.shapes.render_cv)", "defaults": clip.defaults,
-               "first": a.first,
+               "renderer": f"{a.renderer} (regionlab.shapes.render_{a.renderer})",
+               "defaults": clip.defaults, "first": a.first,
                "zero_shot": ev.zero_shot_on(clip, ev.cv_scenes(a.single, a.split, first=a.first,
-                                                               objects=(1, 1)))}
-        sc = ev.cv_scenes(a.scenes, a.split, first=a.first)
+                                                               objects=(1, 1),
+                                                               renderer=a.renderer))}
+        sc = ev.cv_scenes(a.scenes, a.split, first=a.first, renderer=a.renderer)
         res.update(ev.masked_crops(clip, sc))
         res["legrad"] = ev.legrad_localisation(clip, sc)
         res["region_acc"] = ev.region_accuracy(clip, sc)
         res["seconds"] = round(time.perf_counter() - t0, 1)
-        out = ROOT / "results" / f"shapes_quality_cv{'' if a.split == 'test' else '_val'}.json"
+        out = (ROOT / "results"
+               / f"shapes_quality_{a.renderer}{'' if a.split == 'test' else '_val'}.json")
     else:
         t0 = time.perf_counter()
         res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,

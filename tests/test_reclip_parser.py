@@ -442,7 +442,7 @@ def _content(parsed: tuple[str, str]) -> tuple[str, str]:
     return " ".join(w for w in head.split() if w not in ("the", "a", "an")), rule
 
 
-@pytest.mark.parametrize("renderer", ["pil", "cv"])
+@pytest.mark.parametrize("renderer", ["pil", "cv", "mpl"])
 def test_generated_expressions_parse_as_meant(renderer):
     """Every ShapesWorld expression the benchmarks use (all kinds and phrasings, 120 validation
     scenes per renderer) parses into the head and the spatial rule it means; CLIP-free."""

@@ -32,8 +32,8 @@ def add_arguments(p) -> None:
                    help="coco: masks as uncompressed RLE (run-length lists), not compressed")
     p.add_argument("--kinds", default="attribute,relation,superlative",
                    help="reclip: expression kinds (attribute, relation, superlative, everyday)")
-    p.add_argument("--renderer", default="pil", choices=["pil", "cv"],
-                   help="reclip: ours (pil) or the independent renderer (cv)")
+    p.add_argument("--renderer", default="pil", choices=["pil", "cv", "mpl"],
+                   help="reclip: ours (pil) or another renderer (cv: OpenCV, mpl: matplotlib)")
 
 
 def item_from_args(args, manifest: bool) -> dict:

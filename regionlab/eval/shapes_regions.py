@@ -75,16 +75,16 @@ def zero_shot_on(clip, scenes: list, templates: str = "single") -> float:
 
 
 def cv_scenes(n: int, split: str = "test", seed: int = 0, first: int = 0,
-              objects: tuple[int, int] = (2, 4)) -> list:
-    """``n`` scenes of the independent OpenCV renderer (a shift set: nothing is trained or
-    tuned on it), with ``objects`` (inclusive range) objects each; scenes where fewer objects
-    could be placed are skipped."""
-    from ..shapes.render_cv import render_scene_cv
+              objects: tuple[int, int] = (2, 4), renderer: str = "cv") -> list:
+    """``n`` scenes of another renderer than ours (``cv``: OpenCV, which the CLIP trains on
+    from stage 11; ``mpl``: matplotlib, never trained or tuned on), with ``objects``
+    (inclusive range) objects each; scenes where fewer objects could be placed are skipped."""
+    from ..shapes.renderers import render
     from ..shapes.scenes import SPLITS
 
     out, i = [], first
     while len(out) < n:
-        s = render_scene_cv((SPLITS[split], seed + 2000, i), n_objects=objects)
+        s = render(renderer, (SPLITS[split], seed + 2000, i), n_objects=objects)
         if len(s.objects) >= objects[0]:
             out.append(s)
         i += 1

@@ -15,8 +15,8 @@ Three kinds, so results can be split by kind:
   "the middle ..."), distance to an anchor ("closest to the blue circle", "farthest from ..."),
   and a generic head ("the biggest shape", "the shape above the blue circle").
 
-Scenes come from the first renderer (``renderer="pil"``, :func:`render_scene`) or the
-independent one (``renderer="cv"``, :func:`regionlab.shapes.render_cv.render_scene_cv`).
+Scenes come from any of the three renderers (``renderer="pil"``, ``"cv"`` or ``"mpl"``, see
+:mod:`regionlab.shapes.renderers`).
 
 Geometry is judged on box centres and areas (the quantities ReCLIP's predicates use) with
 margins (``MARGIN_PX`` between centres, ``AREA_RATIO`` between areas, on both the box and the
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenes import SPLITS, RenderOptions, Scene, render_scene
+from .renderers import RENDERERS, render
+from .scenes import SPLITS, RenderOptions, Scene
 from .vocab import COLOUR_NAMES, SHAPES
 
 KINDS = ("attribute", "relation", "superlative")
@@ -37,7 +38,6 @@ ALL_KINDS = (*KINDS, "everyday")
 #: Phrasings kept out of all tuning and parser development (a phrasing shift set): measured,
 #: never fixed against.
 UNSEEN = "unseen"
-RENDERERS = ("pil", "cv")
 MARGIN_PX = 3.0
 AREA_RATIO = 1.3
 RELATION_PHRASES = {
@@ -357,11 +357,7 @@ def _pick_classes(rng, kind: str) -> list[tuple[str, str]]:
 
 
 def _render(renderer: str, key: tuple, options: RenderOptions, objects=None) -> Scene:
-    if renderer == "cv":
-        from .render_cv import render_scene_cv
-
-        return render_scene_cv(key, options.size, objects=objects)
-    return render_scene(key, options, objects=objects)
+    return render(renderer, key, options, objects=objects)
 
 
 def make_item(kind: str, split: str, index: int, seed: int = 0,

@@ -39,6 +39,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ from ..shapes.scenes import RenderOptions, article, render_scene
 from ..shapes.views import MEAN, SIZE, context_crop, fit, masked_crop
 from ..shapes.vocab import CLASSES, SHAPES
 from ..tasks.templates import IMAGENET, VILD
+from .domain import mixed_scene, photometric
 from .provenance import environment
 
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -98,8 +100,13 @@ def make_batch(
     legrad_max: int = 0,
     single_min_scale: float = 0.08,
     jitter_max: float = 1.0,
+    domain_mix: float = 0.0,
+    augment: float = 0.0,
 ) -> dict:
     rng = np.random.default_rng([seed, step, 991])
+    # domain randomisation draws from its own stream: without it the batches of the recorded
+    # recipes stay bit-identical
+    drng = np.random.default_rng([seed, step, 992])
     grid = SIZE // PATCH
     multi_imgs, captions, objs, negatives = (
         [],
@@ -125,7 +132,15 @@ def make_batch(
             # drawn only when asked for, so the batches of earlier recipes stay the same
             colour_jitter=float(rng.uniform(0.5, jitter_max)) if jitter_max != 1.0 else 1.0,
         )
-        scene = render_scene((3, seed, step, i), opts)
+        if domain_mix or augment:
+            use_cv = bool(drng.uniform() < domain_mix)
+            if use_cv and single:
+                opts = replace(opts, scale=(opts.scale[0], min(opts.scale[1], 0.4)))
+            scene = mixed_scene((3, seed, step, i), opts, single, use_cv)
+            if drng.uniform() < augment:
+                scene.image = photometric(scene.image, drng)
+        else:
+            scene = render_scene((3, seed, step, i), opts)
         img = fit(scene.image, SIZE)
         if single:
             cls_imgs.append(img)
@@ -347,12 +362,14 @@ def _embed_images(model, images: list[np.ndarray]) -> torch.Tensor:
     return F.normalize(model.encode_image(to_tensor(images)), dim=-1)
 
 
-def evaluate(model, n: int = 300, seed: int = 0) -> dict:
+def evaluate(model, n: int = 300, seed: int = 0, cv: bool = False) -> dict:
     """Quick held-out metrics (validation split): zero-shot, masked crops, LeGrad Dice of the
     true class map, and ``map_top1``: how often the true class map matches the object's mask
     best among the 30 class maps (MaskInversion can only classify well when this is high), and
     ``mi_top1``: Acc@1 of 10 MaskInversion steps on the patch grid (a quick proxy for the
-    engine's MaskInversion, which works at pixel resolution)."""
+    engine's MaskInversion, which works at pixel resolution). With ``cv``, also zero-shot and
+    masked crops on validation scenes of the second renderer (``*_cv``), which domain-randomised
+    stages train on."""
     model.eval()
     tok = tokenizer()
     with torch.no_grad():
@@ -399,13 +416,37 @@ def evaluate(model, n: int = 300, seed: int = 0) -> dict:
         pred = (e @ txt.T).argmax(-1).tolist()
         mi_top1 += [CLASSES[p] == o.label for p, o in zip(pred, s.objects)]
     model.train()
+    extra = evaluate_cv(model, txt, n, seed) if cv else {}
     return {
+        **extra,
         "zero_shot": float(zs),
         "masked_crop": float(mc),
         "legrad_dice": float(np.mean(dices)),
         "map_top1": float(np.mean(map_top1)),
         "mi_top1": float(np.mean(mi_top1)),
     }
+
+
+def evaluate_cv(model, txt: torch.Tensor, n: int, seed: int) -> dict:
+    """Zero-shot and masked-crop accuracy on validation scenes of the second renderer."""
+    from ..shapes.render_cv import render_scene_cv
+
+    model.eval()
+    single = [render_scene_cv((1, seed + 3000, i), n_objects=(1, 1), scale=(0.1, 0.3))
+              for i in range(n)]
+    single = [s for s in single if s.objects]
+    pred = (_embed_images(model, [s.image for s in single]) @ txt.T).argmax(-1).tolist()
+    zs = np.mean([CLASSES[p] == s.objects[0].label for p, s in zip(pred, single)])
+    crops, labels = [], []
+    for i in range(n // 3):
+        s = render_scene_cv((1, seed + 3000, 10_000 + i), n_objects=(2, 5))
+        for ob in s.objects:
+            crops.append(masked_crop(s.image, ob.mask, SIZE))
+            labels.append(ob.label)
+    pred = (_embed_images(model, crops) @ txt.T).argmax(-1).tolist()
+    mc = np.mean([CLASSES[p] == lab for p, lab in zip(pred, labels)])
+    model.train()
+    return {"zero_shot_cv": float(zs), "masked_crop_cv": float(mc)}
 
 
 def save_weights(model, path: Path, metadata: dict) -> None:
@@ -477,6 +518,18 @@ def main(argv=None) -> None:
         default=10,
         help="MaskInversion steps unrolled by the mi loss (the bundled model's inference default)",
     )
+    p.add_argument(
+        "--domain-mix",
+        type=float,
+        default=0.0,
+        help="share of scenes drawn by the second renderer (regionlab.shapes.render_cv)",
+    )
+    p.add_argument(
+        "--augment",
+        type=float,
+        default=0.0,
+        help="share of scenes given a photometric corruption (blur, noise, contrast, JPEG)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
     p.add_argument(
@@ -502,12 +555,15 @@ def main(argv=None) -> None:
             f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
             f"the losses are {', '.join(LOSSES)}"
         )
+    if not (0 <= a.domain_mix <= 1 and 0 <= a.augment <= 1):
+        p.error("--domain-mix and --augment: shares in [0, 1]")
     if a.mi_steps < 1:
         p.error("--mi-steps must be at least 1")
     if not 0.5 < a.jitter_max <= 3:
         p.error("--jitter-max: a number in (0.5, 3]")
     if a.mi_negatives < 0 or (a.mi_negatives and not weights["contrast"]):
         p.error("--mi-negatives: a number of steps >= 0, and only with a contrast weight")
+    randomised = bool(a.domain_mix or a.augment)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = build_model()
@@ -547,6 +603,8 @@ def main(argv=None) -> None:
             a.legrad_max,
             a.single_min_scale,
             a.jitter_max,
+            a.domain_mix,
+            a.augment,
         )
         losses = train_step(model, batch, tok, weights, a.mi_negatives, a.mi_steps)
         opt.zero_grad(set_to_none=True)
@@ -558,7 +616,7 @@ def main(argv=None) -> None:
             msg = " ".join(f"{k}={v.item():.3f}" for k, v in losses.items())
             print(f"step {step} {time.time() - t0:.0f}s {msg}", flush=True)
         if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
-            metrics = evaluate(model, a.eval_n)
+            metrics = evaluate(model, a.eval_n, cv=randomised)
             history.append({"step": step + 1, "seconds": round(time.time() - t0, 1), **metrics})
             print("eval", history[-1], flush=True)
             save_weights(model, a.out.with_suffix(".partial.safetensors"), {"step": step + 1})
@@ -575,6 +633,8 @@ def main(argv=None) -> None:
         "mi_negatives": a.mi_negatives,
         "jitter_max": a.jitter_max,
         "mi_steps": a.mi_steps,
+        **({"domain_mix": a.domain_mix, "augment": a.augment}
+           if a.domain_mix or a.augment else {}),
         "init": str(a.init) if a.init else None,
         "wall_seconds": round(wall, 1),
         "threads": a.threads,
@@ -587,7 +647,7 @@ def main(argv=None) -> None:
     model.load_state_dict(
         {k: v.float() for k, v in load_file(str(a.out.with_suffix(".safetensors"))).items()}
     )
-    final = evaluate(model, a.eval_n)
+    final = evaluate(model, a.eval_n, cv=randomised)
     record = {**meta, "val_metrics_fp16": final, "history": history, "torch": torch.__version__,
               "environment": environment(a.threads)}
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")

@@ -1,0 +1,80 @@
+"""The three ShapesWorld renderers and the CLIP's domain randomisation (issue 27 item 1)."""
+
+import numpy as np
+import pytest
+
+from regionlab.shapes.renderers import RENDERERS, render
+from regionlab.shapes.scenes import RenderOptions
+from regionlab.shapes.vocab import CLASSES
+from regionlab.training import domain, train_clip
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_every_renderer_is_deterministic_with_exact_disjoint_masks(renderer):
+    for i in range(6):
+        a, b = render(renderer, (2, 0, i)), render(renderer, (2, 0, i))
+        assert np.array_equal(a.image, b.image)
+        assert a.image.dtype == np.uint8 and a.image.shape == (64, 64, 3)
+        assert a.objects, "every scene has an object"
+        cover = np.zeros((64, 64), int)
+        for ob in a.objects:
+            assert ob.label in CLASSES and ob.mask.any()
+            ys, xs = np.nonzero(ob.mask)
+            assert ob.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            cover += ob.mask
+        assert cover.max() == 1, "objects do not overlap"
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+def test_renderers_draw_the_objects_asked_for_in_their_colour(renderer):
+    wanted = [("red", "circle"), ("blue", "square"), ("yellow", "star")]
+    s = render(renderer, (2, 0, 99), RenderOptions(size=96), objects=wanted)
+    assert [(o.colour, o.shape) for o in s.objects] == wanted
+    hue_of = {"red": 0, "blue": 2, "yellow": None}
+    for ob in s.objects:
+        mean = s.image[ob.mask].astype(float).mean(0)
+        if hue_of[ob.colour] is not None:  # the dominant channel is the colour's
+            assert int(np.argmax(mean)) == hue_of[ob.colour], (renderer, ob.label, mean)
+        else:  # yellow: red and green high, blue low
+            assert min(mean[0], mean[1]) > mean[2] + 40, (renderer, mean)
+
+
+def test_the_renderers_draw_differently():
+    images = [render(r, (2, 0, 5), objects=[("green", "cross")]).image for r in RENDERERS]
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            assert np.abs(images[i].astype(int) - images[j]).mean() > 5
+
+
+def test_unknown_renderer_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown renderer 'svg'"):
+        render("svg", (0,))
+
+
+def test_photometric_corruption_is_deterministic_and_keeps_the_image_format():
+    img = render("pil", (2, 0, 1)).image
+    outs = [domain.photometric(img, np.random.default_rng(s)) for s in (3, 3, 4)]
+    assert np.array_equal(outs[0], outs[1])
+    assert outs[0].dtype == np.uint8 and outs[0].shape == img.shape
+    changed = [not np.array_equal(domain.photometric(img, np.random.default_rng(s)), img)
+               for s in range(10)]
+    assert sum(changed) >= 8
+
+
+def test_domain_randomised_batches_mix_renderers_and_keep_their_shapes():
+    args = (3, 7, 6, 6, 3, True, 0.45, 0, 0.05)
+    plain = train_clip.make_batch(*args)
+    mixed = train_clip.make_batch(*args, domain_mix=1.0, augment=1.0)
+    again = train_clip.make_batch(*args, domain_mix=1.0, augment=1.0)
+    assert np.array_equal(mixed["multi"].numpy(), again["multi"].numpy())
+    assert mixed["multi"].shape == plain["multi"].shape
+    assert mixed["cls"].shape[1:] == plain["cls"].shape[1:]
+    assert not np.allclose(mixed["multi"].numpy(), plain["multi"].numpy())
+    assert len(mixed["obj_cls"]) == mixed["obj_frac"].shape[0] > 0
+    # every object's grid fraction is its own mask: a non-empty share of the image
+    assert (mixed["obj_frac"].sum(-1) >= 0.25).all()
+
+
+def test_training_rejects_bad_shares(tmp_path):
+    with pytest.raises(SystemExit):
+        train_clip.main(["--steps", "1", "--domain-mix", "1.5", "--out", str(tmp_path / "x")])
