@@ -112,6 +112,37 @@ def overlay_masks(image, masks, colours: np.ndarray | None = None, alpha: float 
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def region_view(image, mask: np.ndarray, colour=(255, 215, 0), size: int | None = None,
+                margin: float = 0.15, dim: float = 0.6) -> np.ndarray:
+    """What a region is, alone: the image cropped to the mask's box (grown by ``margin`` of
+    its side on each edge, at least 2 px, kept inside the image), pixels outside the mask
+    darkened by ``dim`` (0: as is, 1: black), the mask outlined in ``colour``. ``size``: the
+    longer side of the result in pixels (the crop is resized, smoothly when enlarged; the
+    outline is drawn at that size so that it stays thin); None keeps the crop's size."""
+    img = _as_rgb(image)
+    m = np.asarray(mask, bool)
+    if m.shape != img.shape[:2]:
+        raise ValueError(f"mask {m.shape} does not match image {img.shape[:2]}")
+    ys, xs = np.nonzero(m)
+    if not len(xs):
+        raise ValueError("the mask is empty")
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    pad = max(2, round(margin * max(x1 - x0, y1 - y0)))
+    h, w = m.shape
+    x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+    crop, cm = img[y0:y1, x0:x1], m[y0:y1, x0:x1]
+    if size is not None and max(crop.shape[:2]) != int(size):
+        s = int(size) / max(crop.shape[:2])
+        wh = (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s)))
+        smooth = Image.Resampling.LANCZOS if s > 1 else Image.Resampling.BOX
+        crop = np.asarray(Image.fromarray(crop).resize(wh, smooth))
+        cm = np.asarray(Image.fromarray(cm).resize(wh, Image.Resampling.NEAREST))
+    out = crop.astype(np.float32)
+    out[~cm] *= 1.0 - float(np.clip(dim, 0.0, 1.0))
+    out[mask_outline(cm, _outline_width(cm.shape))] = np.asarray(colour, np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def heatmap_overlay(image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet",
                     normalise: bool = True) -> np.ndarray:
     """A heatmap (any H', W'; resized bilinearly to the image) blended over the image."""

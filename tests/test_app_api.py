@@ -181,6 +181,17 @@ def test_caption_and_generate_work_or_say_why(client, scene24, tmp_path):
     if ok:
         images, res = client.predict(handle_file(path), [mask], 2, 0, 4, api_name="/generate")
         assert len(images) == 2 and res["images_per_region"] == [2]
+        # the class the generator's CLIP sees in each image, in the result and the captions
+        assert res["vocab"] == "shapes" and res["clip"] == "shapes-clip"
+        assert len(res["seen"]) == 1 and len(res["seen"][0]) == 2
+        for k, (item, seen) in enumerate(zip(images, res["seen"][0])):
+            assert seen["label"].split()[0] in COLOUR_NAMES and 0 < seen["score"] <= 1
+            assert item["caption"] == (f"region 1 · generated {k + 1}: {seen['label']} "
+                                       f"({seen['score']:.2f})")
+        _, res = client.predict(handle_file(path), [mask], 1, 0, 2, "red star, blue circle",
+                                api_name="/generate")
+        assert res["vocab"] == ["red star", "blue circle"]
+        assert res["seen"][0][0]["label"] in ("red star", "blue circle")
     else:
         with pytest.raises(Exception, match="shapes-generator|weights"):
             client.predict(handle_file(path), [mask], 2, 0, 4, api_name="/generate")

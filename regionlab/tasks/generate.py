@@ -48,7 +48,9 @@ class GenerateOptions:
 
 @dataclass
 class GenerateResult:
-    """``images[p][k]``: the k-th RGB uint8 image (H, W, 3) generated for mask p."""
+    """``images[p][k]``: the k-th RGB uint8 image (H, W, 3) generated for mask p;
+    ``seen[p][k]``: the class ``clip`` sees in it, ``{"label", "score"}`` (see
+    :func:`seen_classes`), when a vocabulary was given (else None)."""
 
     images: list[list[np.ndarray]]
     method: str
@@ -57,6 +59,8 @@ class GenerateResult:
     options: dict
     seconds: float
     files: list[list[str]] = field(default_factory=list)
+    seen: list[list[dict]] | None = None
+    vocab: str | list[str] | None = None  # as given: a built-in name or the class names
 
     def save(self, out_dir: str | Path, prefix: str = "region") -> list[list[str]]:
         """Write ``OUT_DIR/{prefix}{p}_{k}.png``; returns (and remembers) the paths."""
@@ -107,15 +111,31 @@ def generate_from_embedding(embedding, generator=None, options: GenerateOptions 
     return [np.asarray(im.convert("RGB")) for im in images]
 
 
+def seen_classes(clip, images, vocab="shapes", templates: str = "single") -> list[dict]:
+    """The class ``clip`` sees in each image: its zero-shot top-1 among ``vocab`` (a built-in
+    vocabulary name or a list of class names), ``{"label", "score"}`` per image, the score being
+    the softmax probability over the vocabulary at CLIP's logit scale (100), as in class
+    retrieval (:func:`regionlab.tasks.retrieval.classify_images`). No images, no forward."""
+    from .retrieval import classify_images
+
+    images = [np.asarray(im) for im in images]
+    if not images:
+        return []
+    tops = classify_images(images, vocab, clip=clip, templates=templates, top_k=1)
+    return [top[0] for top in tops]
+
+
 def generate_regions(image, masks, *, generator=None, method: str = "maskinversion", clip=None,
                      options: GenerateOptions | None = None,
                      progress: Callable[[int, int], None] | None = None,
-                     region_options: dict | None = None) -> GenerateResult:
+                     region_options: dict | None = None, vocab=None,
+                     templates: str = "single") -> GenerateResult:
     """Generate ``options.n`` images for each masked region of ``image``.
 
     ``progress(step, total)`` counts denoising steps over all masks. See
     :func:`regionlab.tasks.caption.caption_regions` for ``method``, ``clip`` and
-    ``region_options``.
+    ``region_options``. With a ``vocab``, ``result.seen`` holds the class the generator's
+    CLIP (the one that made the region embeddings) sees in each image (:func:`seen_classes`).
     """
     from ..models.decoder_clip import resolve_decoder_clip
     from ..region.baselines import region_embeddings
@@ -129,6 +149,12 @@ def generate_regions(image, masks, *, generator=None, method: str = "maskinversi
         raise InputError(
             f"{len(mk)} regions x {o.n} images = {len(mk) * o.n} images; the limit is "
             f"{MAX_IMAGES_PER_CALL} per call (give fewer regions or a smaller n)")
+    if vocab is not None:  # a bad vocabulary is refused before any model work
+        from .templates import get_templates
+        from .vocabularies import resolve_vocab
+
+        classes = resolve_vocab(vocab)
+        get_templates(templates)
     model = resolve_decoder_clip("generator", gen.name, gen.clip, clip)
     emb = region_embeddings(model, img, mk, method, **(region_options or {}))
     emb = emb.detach().float().cpu()
@@ -142,6 +168,13 @@ def generate_regions(image, masks, *, generator=None, method: str = "maskinversi
             def cb(i, _n, p=p):
                 progress(p * steps + i, total)
         images.append(generate_from_embedding(emb[p], gen, o, cb, negative))
+    seen = None
+    if vocab is not None:
+        flat = seen_classes(model, [im for row in images for im in row], classes, templates)
+        seen, i = [], 0
+        for row in images:
+            seen.append(flat[i:i + len(row)])
+            i += len(row)
     return GenerateResult(images, method, gen.name, model.name, asdict(o),
-                          round(time.perf_counter() - t0, 4))
+                          round(time.perf_counter() - t0, 4), seen=seen, vocab=vocab)
 

@@ -26,7 +26,7 @@ from .adapters import safe_vocab, ui_errors
 from .components import raw_image
 from .draw import heatmap
 from .files import Scratch, image_to_png_bytes, mask_to_png_bytes, npy_bytes
-from .handlers import grounding_view, labelling_view
+from .handlers import grounding_view, labelling_view, seen_caption
 from .options import AppOptions
 
 
@@ -182,20 +182,25 @@ class Api:
                                    device=self.options.device)
         return {"captions": captions}
 
-    def generate(self, image, masks, n, seed, steps, progress=gr.Progress()):
-        """``n`` images per mask generated from its region embedding."""
+    def generate(self, image, masks, n, seed, steps, vocab=None, progress=gr.Progress()):
+        """``n`` images per mask generated from its region embedding, and the class the
+        generator's CLIP sees in each among ``vocab`` (a built-in name or comma-separated
+        classes; blank: ``shapes`` for the bundled CLIP, ``coco`` for real ones). The gallery
+        holds the images only, mask by mask; ``seen[p][k]`` is ``{"label", "score"}``."""
         img = _image(image)
 
         def report(frac, what):
             progress(frac, desc=what)
 
-        images = service.generate(img, _masks(masks, img), generator=self.options.generator,
-                                  device=self.options.device, n=n, seed=seed,
-                                  steps=steps or None, progress=report)
-        flat = [(im, f"region {p} #{k + 1}") for p, row in enumerate(images)
-                for k, im in enumerate(row)]
-        return flat, {"images_per_region": [len(r) for r in images], "seed": seed,
-                      "steps": steps}
+        vocab = safe_vocab(vocab) if isinstance(vocab, str) and vocab.strip() else None
+        res = service.generate(img, _masks(masks, img), generator=self.options.generator,
+                               device=self.options.device, n=n, seed=seed,
+                               steps=steps or None, vocab=vocab, progress=report)
+        flat = [(im, seen_caption(f"region {p + 1}", k, res.seen[p][k]))
+                for p, row in enumerate(res.images) for k, im in enumerate(row)]
+        return flat, {"images_per_region": [len(r) for r in res.images], "seed": seed,
+                      "steps": steps, "seen": res.seen, "vocab": res.vocab,
+                      "clip": res.clip, "generator": res.generator}
 
 
 def register(api: Api, concurrency_limit: int) -> None:
@@ -232,6 +237,8 @@ def register(api: Api, concurrency_limit: int) -> None:
         seed = gr.Number(0, label="seed", precision=0)
         steps = gr.Number(20, label="steps", precision=0)
         gallery = gr.Gallery(format="png", label="generated")
+        gen_vocab = gr.Textbox("", label="vocabulary for the seen classes (blank: the "
+                                         "generator CLIP's default)")
         trigger = gr.Button(visible=False)
 
     endpoints = [
@@ -244,7 +251,7 @@ def register(api: Api, concurrency_limit: int) -> None:
         ("ground", api.ground, [image, expression, boxes], [overlay, info]),
         ("label", api.label, [image, classes, masks], [label_map, overlay, info]),
         ("caption", api.caption, [image, masks], [info]),
-        ("generate", api.generate, [image, masks, n, seed, steps], [gallery, info]),
+        ("generate", api.generate, [image, masks, n, seed, steps, gen_vocab], [gallery, info]),
     ]
     for name, fn, inputs, outputs in endpoints:
         trigger.click(ui_errors(fn), inputs, outputs, api_name=name, api_visibility="public",

@@ -530,17 +530,56 @@ def on_caption(s: Session, captioner: str, device: str, options: AppOptions,
 
 
 def on_generate(s: Session, generator: str, device: str, n, seed, steps,
-                options: AppOptions, progress=gr.Progress()):
+                options: AppOptions, progress=gr.Progress(), vocab_choice: str | None = None,
+                custom: str = "", templates: str = "single"):
+    """Images generated from each region, shown per region as one gallery row: the region,
+    then its images, each captioned with the class the generator's CLIP sees in it among the
+    Region tab's vocabulary (none chosen: the CLIP's default vocabulary)."""
     s = s or Session()
     image, masks = s.require_image(), s.masks()
     generator = check_model("generator", generator, options)
+    vocab = vocab_of(vocab_choice, custom) if vocab_choice or (custom or "").strip() else None
     t0 = time.perf_counter()
-    images = service.generate(image, masks, generator=generator, device=device or None,
-                              n=n, seed=seed, steps=steps, progress=progress_fn(progress))
+    res = service.generate(image, masks, generator=generator, device=device or None,
+                           n=n, seed=seed, steps=steps, vocab=vocab, templates=templates,
+                           progress=progress_fn(progress))
     s.timings["generate_s"] = round(time.perf_counter() - t0, 4)
-    gallery = [(im, f"{name} #{k + 1}") for name, row in zip(s.names(), images)
-               for k, im in enumerate(row)]
+    s.results["generate"] = {"regions": s.names(), **res.to_json()}
+    view = generation_view(image, [r.mask for r in s.regions], s.names(),
+                           [r.colour for r in s.regions], res)
+    warn = service.vocab_warnings(res.vocab, clip=res.clip, device=device or None)
+    for w in warn:
+        gr.Warning(w)
+    gallery = gr.Gallery(view["items"], columns=view["columns"], label=view["label"],
+                         format="png")
     return s, gallery, s.timings
+
+
+def seen_caption(name: str, k: int, seen: dict | None) -> str:
+    """'region 1 · generated 2: red star (0.91)' (k counts from 0)."""
+    what = f"{name} · generated {k + 1}"
+    return what if seen is None else f"{what}: {seen['label']} ({float(seen['score']):.2f})"
+
+
+def generation_view(image: np.ndarray, masks, names: list[str], colours, res) -> dict:
+    """Gallery items of a generation result, one row per region: the region (cropped to its
+    box, the outside dimmed, outlined in its colour), then its images captioned with the class
+    the CLIP sees in each; the number of columns that keeps one region per row; a label."""
+    from ..viz import region_view
+
+    items = []
+    n = max((len(row) for row in res.images), default=0)
+    for p, (name, mask, colour, row) in enumerate(zip(names, masks, colours, res.images)):
+        side = max((max(im.shape[:2]) for im in row), default=128)
+        items.append((region_view(image, mask, colour, size=int(np.clip(side, 128, 512))),
+                      f"{name} · the region"))
+        seen = res.seen[p] if res.seen is not None else [None] * len(row)
+        items += [(im, seen_caption(name, k, c)) for k, (im, c) in enumerate(zip(row, seen))]
+    label = f"Each row: a region, then its {n} generated image{'s' * (n != 1)}"
+    if res.seen is not None:
+        label += (f"; under each, the class {res.clip} sees in it "
+                  f"(vocabulary {vocab_label(res.vocab)})")
+    return {"items": items, "columns": n + 1, "label": label}
 
 
 # ------------------------------------------------------------------- grounding, labelling
@@ -709,8 +748,10 @@ class Handlers:
     def caption(self, s: Session, captioner, device, progress=gr.Progress()):
         return on_caption(s, captioner, device, self.options, progress)
 
-    def generate(self, s: Session, generator, device, n, seed, steps, progress=gr.Progress()):
-        return on_generate(s, generator, device, n, seed, steps, self.options, progress)
+    def generate(self, s: Session, generator, device, n, seed, steps, vocab_choice=None,
+                 custom="", templates="single", progress=gr.Progress()):
+        return on_generate(s, generator, device, n, seed, steps, self.options, progress,
+                           vocab_choice, custom, templates)
 
     def ground(self, s: Session, expression, source, clip, device, combine="tree",
                temperature=None, margin=None, progress=gr.Progress()):

@@ -35,6 +35,9 @@ CSS = """
 .rl-missing {color: #b45309}
 #rl-canvas img {cursor: crosshair}
 #rl-generated img {image-rendering: pixelated}  /* small generated images: crisp, not blurred */
+/* one region per row (the handler sets the columns); tiles at most 240 px wide */
+#rl-generated .grid-container {max-width: calc(var(--grid-cols) * 240px)}
+#rl-generated .caption-label {white-space: normal; max-width: calc(100% - 12px); opacity: 1}
 """
 
 
@@ -213,7 +216,9 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                         gen_steps = gr.Slider(1, 100, value=20, step=1, label="steps")
                     gen_btn = gr.Button("Generate", elem_id="rl-generate")
                     gen_gallery = gr.Gallery(columns=4, height="auto", format="png",
-                                             object_fit="contain", elem_id="rl-generated")
+                                             object_fit="contain", elem_id="rl-generated",
+                                             label="Generated images (each row: a region, "
+                                                   "then its images)")
 
             with gr.Tab("Grounding", id="grounding"):
                 gr.HTML(_missing("ground"))
@@ -367,7 +372,8 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         caption_btn.click(ui_errors(h.caption), [state, cap_dd, device_dd],
                           [state, caption_box, timings], **quiet, **model)
         gen_btn.click(ui_errors(h.generate),
-                      [state, gen_dd, device_dd, gen_n, gen_seed, gen_steps],
+                      [state, gen_dd, device_dd, gen_n, gen_seed, gen_steps, vocab_dd, custom,
+                       templates],
                       [state, gen_gallery, timings], **quiet, **model)
         ground_combine.change(handlers.grounding_defaults, [ground_combine],
                               [ground_temp, ground_margin], api_visibility="private",

@@ -306,8 +306,11 @@ def caption(image: np.ndarray, masks: np.ndarray, *, captioner: str | None = Non
 @gpu_task(300)
 def generate(image: np.ndarray, masks: np.ndarray, *, generator: str | None = None,
              device: str | None = None, n: int = 2, seed: int = 0, steps: int | None = None,
-             progress: ProgressFn = None) -> list[list[np.ndarray]]:
-    """``n`` images per mask generated from its region embedding (``images[p][k]``)."""
+             vocab=None, templates: str = "single", progress: ProgressFn = None):
+    """``n`` images per mask generated from its region embedding: a
+    :class:`~regionlab.tasks.generate.GenerateResult` (``images[p][k]``) with ``seen[p][k]``,
+    the class the generator's CLIP sees in each image among ``vocab`` (None:
+    :func:`default_vocab` of that CLIP)."""
     fn = require("generate")
     from ..tasks.generate import GenerateOptions, load_generator
 
@@ -317,5 +320,11 @@ def generate(image: np.ndarray, masks: np.ndarray, *, generator: str | None = No
     def step(i: int, total: int) -> None:
         _note(progress, i / max(total, 1), f"denoising step {i}/{total}")
 
-    res = fn(image, masks, generator=gen, options=options, progress=step)
-    return res.images
+    return fn(image, masks, generator=gen, options=options, progress=step,
+              vocab=default_vocab(gen.clip) if vocab is None else vocab, templates=templates)
+
+
+def default_vocab(clip: str | None) -> str:
+    """The built-in vocabulary a CLIP is asked about by default: ShapesWorld's for the bundled
+    CLIPs, COCO's for real ones."""
+    return "shapes" if str(clip or "").startswith("shapes") else "coco"
