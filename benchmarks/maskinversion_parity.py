@@ -42,15 +42,16 @@ def make_inputs(size: int, n_masks: int, seed: int = 0):
     return image, masks
 
 
-def loaded(model, dtype) -> LoadedCLIP:
+def loaded(model, dtype, device="cpu") -> LoadedCLIP:
+    device = torch.device(device)
     return LoadedCLIP(
         "ViT-B-16@random",
-        model.to(dtype),
+        model.to(device=device, dtype=dtype),
         open_clip.get_tokenizer("ViT-B-16"),
         224,
         OPENAI_MEAN,
         OPENAI_STD,
-        torch.device("cpu"),
+        device,
         dtype,
         dict(REAL_DEFAULTS),
     )

@@ -272,11 +272,35 @@ def _maps_at(maps_grid: torch.Tensor, cache: ImageCache, size: tuple[int, int]) 
 MASK_CHUNK = 4
 
 
+def _history_frame(maps: torch.Tensor) -> torch.Tensor:
+    """One history frame, kept on the maps' device until the run ends. float32 (and half types)
+    become float16 there, exactly as numpy's ``astype(np.float16)`` would round them; float64
+    stays as it is (torch rounds it to half through float32, numpy in one step) and is
+    converted on the host at the end."""
+    return maps if maps.dtype == torch.float64 else maps.to(torch.float16)
+
+
+def _history_numpy(frame: torch.Tensor) -> np.ndarray:
+    return frame.cpu().numpy().astype(np.float16)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work (wall-clock timings only; never called per iteration)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _optimise(clip, cache: ImageCache, mk: torch.Tensor, p_total: int, chosen: str,
               iterations: int, lr: float, alpha: float, keep_history: bool,
               progress, chunk: tuple[int, int]) -> dict:
     """MaskInversion of one chunk of masks. The loss is the chunk's share of the mean over all
-    ``p_total`` masks, so every embedding gets exactly the gradient of the joint run."""
+    ``p_total`` masks, so every embedding gets exactly the gradient of the joint run.
+
+    Everything stays on the device of the cache: no host round trip (``.item()``, ``float()``,
+    ``bool()`` of a tensor, ``.cpu()``) and no tensor made on the CPU inside the loop, so a GPU
+    is never stalled (``tests/test_maskinversion_device.py``). Losses and history frames are
+    returned as device tensors; :func:`invert` brings them to the host once, at the end, and
+    checks there that no loss was non-finite."""
     h, w = cache.image_shape
     p = mk.shape[0]
 
@@ -290,8 +314,8 @@ def _optimise(clip, cache: ImageCache, mk: torch.Tensor, p_total: int, chosen: s
     emb = nn.Parameter(init.clone())
     opt = torch.optim.AdamW([emb], lr=lr, weight_decay=0.0)
     init_unit = F.normalize(init, dim=-1)
-    history: list[np.ndarray] = []
-    losses: list[float] = []
+    history: list[torch.Tensor] = []
+    losses: list[torch.Tensor] = []
     first_maps = None
     for it in range(iterations):
         e = F.normalize(emb, dim=-1)
@@ -301,17 +325,15 @@ def _optimise(clip, cache: ImageCache, mk: torch.Tensor, p_total: int, chosen: s
             loss = soft_dice_loss(maps, mk).sum() / p_total
             if alpha:
                 loss = loss + alpha * (1 - (init_unit * e).sum(-1)).sum() / p_total
-        if not torch.isfinite(loss):
-            raise InputError("MaskInversion diverged (non-finite loss): lower the learning rate")
         if first_maps is None:
             first_maps = maps.detach()
         if keep_history:
             grid_maps = _maps_at(rel.detach(), cache, (cache.resolution, cache.resolution))
-            history.append(grid_maps.cpu().numpy().astype(np.float16))
+            history.append(_history_frame(grid_maps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
         if progress:
             progress(chunk[0] * iterations + it + 1, chunk[1] * iterations)
     with torch.no_grad():
@@ -321,9 +343,7 @@ def _optimise(clip, cache: ImageCache, mk: torch.Tensor, p_total: int, chosen: s
         rel = _maps_autograd(clip, cache, e, create_graph=False).detach()
     final = _maps_at(rel, cache, (h, w))
     if keep_history:
-        history.append(
-            _maps_at(rel, cache, (cache.resolution,) * 2).cpu().numpy().astype(np.float16)
-        )
+        history.append(_history_frame(_maps_at(rel, cache, (cache.resolution,) * 2)))
     return {"embeddings": emb.detach(), "final": final.detach(),
             "first": (final if first_maps is None else first_maps).detach(),
             "losses": losses, "history": history}
@@ -352,7 +372,9 @@ def invert(
     model's tuned settings (``clip.defaults``). Pass ``cache`` (from a previous result or
     :func:`prepare_image_cache`) to invert more masks on the same image without a new forward.
     ``chunk``: masks optimised at once (default :data:`MASK_CHUNK`); the result does not depend
-    on it, the peak memory does.
+    on it, the peak memory does. On a GPU nothing waits for the device inside the loop, so
+    ``progress`` counts iterations as they are queued, which may run ahead of the device; the
+    call returns when the results have reached the host.
     """
     t0 = time.perf_counter()
     d = clip.defaults
@@ -374,6 +396,7 @@ def invert(
         cache = None  # a cache of another model or resolution cannot be reused
     if cache is None:
         cache = prepare_image_cache(clip, image, res)
+    _sync(cache.x_in.device)
     t_fwd = time.perf_counter()
     h, w = cache.image_shape
     mk = torch.as_tensor(load_masks(masks, (h, w)), dtype=clip.dtype, device=clip.device)
@@ -386,8 +409,17 @@ def invert(
     emb = torch.cat([r["embeddings"] for r in parts])
     final = torch.cat([r["final"] for r in parts])
     first_maps = torch.cat([r["first"] for r in parts])
-    losses = [float(sum(v)) for v in zip(*(r["losses"] for r in parts))]
-    history = [np.concatenate(v) for v in zip(*(r["history"] for r in parts))]
+    # the host sees the losses once, after the last chunk (one transfer, not one per iteration)
+    per_chunk = (torch.stack([torch.stack(r["losses"]) for r in parts]).tolist()
+                 if iterations else [[] for _ in parts])
+    if not all(math.isfinite(v) for row in per_chunk for v in row):
+        raise InputError("MaskInversion diverged (non-finite loss): lower the learning rate")
+    losses = [float(sum(v)) for v in zip(*per_chunk)]
+    history = []
+    if keep_history:  # every frame of every chunk in one transfer
+        frames = torch.stack([torch.cat(v) for v in zip(*(r["history"] for r in parts))])
+        history = [f.copy() for f in _history_numpy(frames)]  # own arrays: thinning frees
+    _sync(final.device)
     t_end = time.perf_counter()
     return InversionResult(
         embeddings=emb.cpu(),
