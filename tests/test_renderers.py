@@ -78,3 +78,32 @@ def test_domain_randomised_batches_mix_renderers_and_keep_their_shapes():
 def test_training_rejects_bad_shares(tmp_path):
     with pytest.raises(SystemExit):
         train_clip.main(["--steps", "1", "--domain-mix", "1.5", "--out", str(tmp_path / "x")])
+
+
+def test_partial_loss_rewards_the_objects_own_shape_and_colour_words():
+    """The ``partial`` loss classifies by the shape alone and the colour alone: embeddings that
+    sit on the prompts of the object's own shape and colour score far better than ones on the
+    prompts of other classes'."""
+    import torch
+    import torch.nn.functional as F
+
+    from regionlab.shapes.model import build_model, tokenizer
+    from regionlab.shapes.vocab import COLOUR_NAMES, SHAPES
+
+    torch.manual_seed(0)
+    model, tok = build_model().eval(), tokenizer()
+    labels = torch.tensor([0, 7, 13, 29])
+    batch = {"template": "a photo of a {}.", "partial_noun": "object", "cls_labels": labels}
+    with torch.no_grad():
+        shape_txt = F.normalize(model.encode_text(tok([f"a photo of a {s}." for s in SHAPES])), -1)
+        colour_txt = F.normalize(model.encode_text(
+            tok([f"a photo of a {c} object." for c in COLOUR_NAMES])), -1)
+
+        def on(lbl):
+            names = [CLASSES[i].split() for i in lbl.tolist()]
+            return F.normalize(shape_txt[[SHAPES.index(n[1]) for n in names]]
+                               + colour_txt[[COLOUR_NAMES.index(n[0]) for n in names]], dim=-1)
+
+        right = train_clip.partial_loss(model, tok, batch, on(labels), 50.0)
+        wrong = train_clip.partial_loss(model, tok, batch, on(torch.tensor([16, 23, 4, 10])), 50.0)
+    assert right < wrong / 2, (right, wrong)

@@ -52,7 +52,7 @@ from ..explain.vit import embed_tokens, pooled_mean_embedding, run_blocks, trace
 from ..shapes.model import CONFIG, build_model, tokenizer
 from ..shapes.scenes import RenderOptions, article, render_scene
 from ..shapes.views import MEAN, SIZE, context_crop, fit, masked_crop
-from ..shapes.vocab import CLASSES, SHAPES
+from ..shapes.vocab import CLASSES, COLOUR_NAMES, SHAPES
 from ..tasks.templates import IMAGENET, VILD
 from .domain import mixed_scene, photometric
 from .provenance import environment
@@ -60,7 +60,8 @@ from .provenance import environment
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
 PATCH = CONFIG["vision_cfg"]["patch_size"]
 CAPTION_WRAPS = ("{}", "a photo of {}.", "an image of {}.", "there is {} in the scene.")
-LOSSES = ("clip", "cls", "region", "legrad", "contrast", "mi")
+LOSSES = ("clip", "cls", "region", "legrad", "contrast", "mi", "partial")
+PARTIAL_NOUNS = ("object", "shape", "thing")
 CLS_TEMPLATES = tuple(dict.fromkeys(VILD + IMAGENET + ("a {}", "{}")))
 
 
@@ -175,6 +176,8 @@ def make_batch(
         "obj_cls": torch.tensor([o[1] for o in objs]),
         "obj_frac": torch.from_numpy(np.stack([o[2] for o in objs]).reshape(len(objs), -1)),
         "template": CLS_TEMPLATES[rng.integers(len(CLS_TEMPLATES))],
+        # the noun of colour-only prompts ("a green object"), on a stream of its own
+        "partial_noun": PARTIAL_NOUNS[np.random.default_rng([seed, step, 993]).integers(3)],
         "legrad_subset": (
             torch.from_numpy(np.sort(rng.permutation(len(objs))[:legrad_max]))
             if legrad_max and len(objs) > legrad_max
@@ -294,6 +297,22 @@ def mi_unrolled(
     return F.normalize(e, dim=-1)
 
 
+def partial_loss(model, tok, batch, img: torch.Tensor, scale) -> torch.Tensor:
+    """Single objects and crops classified by their shape alone among the 5 shape prompts
+    ("a photo of a star.") and by their colour alone among the 6 colour prompts ("a photo of a
+    green object."): referring expressions name objects by one attribute ("the star", "the
+    green one"), which full class prompts never teach."""
+    tpl, noun = batch["template"], batch["partial_noun"]
+    shape_txt = F.normalize(model.encode_text(tok([tpl.format(s) for s in SHAPES])), dim=-1)
+    colour_txt = F.normalize(
+        model.encode_text(tok([tpl.format(f"{c} {noun}") for c in COLOUR_NAMES])), dim=-1)
+    names = [CLASSES[i].split() for i in batch["cls_labels"].tolist()]
+    shape_lbl = torch.tensor([SHAPES.index(n[1]) for n in names])
+    colour_lbl = torch.tensor([COLOUR_NAMES.index(n[0]) for n in names])
+    return (F.cross_entropy(scale * img @ shape_txt.T, shape_lbl)
+            + F.cross_entropy(scale * img @ colour_txt.T, colour_lbl)) / 2
+
+
 def train_step(model, batch, tok, weights: dict, mi_steps: int = 0, mi_unroll: int = 10) -> dict:
     visual = model.visual
     scale = model.logit_scale.exp().clamp(max=100)
@@ -321,6 +340,8 @@ def train_step(model, batch, tok, weights: dict, mi_steps: int = 0, mi_unroll: i
     losses["clip"] = (F.cross_entropy(i2t, tgt) + F.cross_entropy(logits.T, tgt)) / 2
     # 2. classification of single objects and crops
     losses["cls"] = F.cross_entropy(scale * img[nm:] @ class_txt.T, batch["cls_labels"])
+    if weights.get("partial"):  # 2b. the shape alone ("a star") and the colour alone
+        losses["partial"] = partial_loss(model, tok, batch, img[nm:], scale)
     # 3. mask-pooled patch tokens per object
     frac = batch["obj_frac"]
     w = frac / frac.sum(-1, keepdim=True)
@@ -539,13 +560,13 @@ def main(argv=None) -> None:
     p.add_argument(
         "--weights",
         default="clip=1,cls=1,region=1,legrad=1",
-        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1 (unnamed ones: 1, contrast "
-        "and mi 0)",
+        help="loss weights, e.g. clip=1,cls=2,region=1,legrad=1 (unnamed ones: 1, contrast, "
+        "mi and partial 0)",
     )
     a = p.parse_args(argv)
     if a.steps < 1:
         p.error("--steps must be at least 1")
-    weights = {**dict.fromkeys(LOSSES, 1.0), "contrast": 0.0, "mi": 0.0}
+    weights = {**dict.fromkeys(LOSSES, 1.0), "contrast": 0.0, "mi": 0.0, "partial": 0.0}
     try:
         weights.update({k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(","))})
     except ValueError:
