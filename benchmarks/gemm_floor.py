@@ -113,24 +113,28 @@ def time_product(s: Product, threads: int, repeats: int = 3, min_sample_s: float
     """Seconds of one product of shape ``s``: one warm-up, then the median of ``repeats``
     samples, each the mean of enough back-to-back products to last ``min_sample_s`` (small
     shapes take well under a millisecond)."""
+    previous = torch.get_num_threads()  # restored: callers (and tests) keep their setting
     torch.set_num_threads(threads)
-    lead = (s.batch,) if s.batch > 1 else ()
-    a = torch.randn(*lead, s.m, s.k)
-    if s.trans_b:
-        b = torch.randn(*lead, s.n, s.k).transpose(-1, -2)
-    else:
-        b = torch.randn(*lead, s.k, s.n)
-    t = time.perf_counter()
-    torch.matmul(a, b)  # warm-up
-    inner = max(1, math.ceil(min_sample_s / max(time.perf_counter() - t, 1e-9)))
-    times = []
-    for _ in range(max(1, repeats)):
+    try:
+        lead = (s.batch,) if s.batch > 1 else ()
+        a = torch.randn(*lead, s.m, s.k)
+        if s.trans_b:
+            b = torch.randn(*lead, s.n, s.k).transpose(-1, -2)
+        else:
+            b = torch.randn(*lead, s.k, s.n)
         t = time.perf_counter()
-        for _ in range(inner):
-            torch.matmul(a, b)
-        times.append((time.perf_counter() - t) / inner)
-    times.sort()
-    return times[len(times) // 2]
+        torch.matmul(a, b)  # warm-up
+        inner = max(1, math.ceil(min_sample_s / max(time.perf_counter() - t, 1e-9)))
+        times = []
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            for _ in range(inner):
+                torch.matmul(a, b)
+            times.append((time.perf_counter() - t) / inner)
+        times.sort()
+        return times[len(times) // 2]
+    finally:
+        torch.set_num_threads(previous)
 
 
 def floor_from_rates(shapes: list[Product], rates: dict) -> dict:

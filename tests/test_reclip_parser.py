@@ -459,3 +459,20 @@ def test_generated_expressions_parse_as_meant(renderer):
                 wrong.append(f"{e.text!r}: {_actual(tree)} != {_meant(e, item.scene)}")
     assert n >= 150
     assert not wrong, f"{len(wrong)} of {n}:\n" + "\n".join(wrong[:30])
+
+
+def test_superlative_of_one_confident_member_stays_on_it():
+    """Ours counts the member itself when asking "is i the rightmost member?": with one red
+    shape (p 0.9997) and a yellow cross to its right (p 1e-4), the reference formula gives both
+    about 1e-4 (a coin toss, scene 14 of the app picked the cross); ours keeps the red shape.
+    Two equal members: the one further right wins in both."""
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], float)
+    p = np.array([1e-4, 0.9997, 1e-4])
+    sup = Superlative(RIGHT, "right")
+    ref, _ = apply_superlative(p, sup, boxes, (10, 50))
+    ours, _ = apply_superlative(p, sup, boxes, (10, 50), include_self=True)
+    assert ref[2] > 0.4 and ours.argmax() == 1 and ours[1] > 0.99
+    two = np.array([0.5, 0.5, 0.0])
+    for inc in (False, True):
+        out, _ = apply_superlative(two, sup, boxes, (10, 50), include_self=inc)
+        assert out.argmax() == 1

@@ -140,8 +140,15 @@ def apply_relation(p: np.ndarray, relation: Relation, target_probs: list[np.ndar
 
 
 def apply_superlative(p: np.ndarray, sup: Superlative, boxes: np.ndarray,
-                      image_size: tuple[int, int]) -> tuple[np.ndarray, str | None]:
+                      image_size: tuple[int, int],
+                      include_self: bool = False) -> tuple[np.ndarray, str | None]:
     """Reference (rank 1): ``p[i] <- normalise(p[i] * sum_j p[j] S[i, j])``.
+
+    ``include_self`` (ours, rank 1): ``p[i] <- normalise(p[i] * (p[i] + sum_j p[j] S[i, j]))``,
+    the chance that i is at least as far to that side as a member drawn from p, itself
+    included. The reference's sum leaves i out, so a single confident member scores
+    ``p[i] * (almost nothing)`` and ties with any non-member beyond it ("the red shape on the
+    right" with one red shape picked the yellow cross to its right).
 
     Negated (ours, "not on the left"): ``p[i] <- normalise(p[i] * (1 - s[i] / max s))`` with
     ``s`` the superlative's result. Rank k > 1 (ours): with candidate weights
@@ -150,7 +157,7 @@ def apply_superlative(p: np.ndarray, sup: Superlative, boxes: np.ndarray,
     ``p[i] <- normalise(p[i] * exp(-(n_i - (k - 1))^2 / 0.5))``."""
     s = relation_matrix(sup.predicate, boxes, image_size, weights=p)
     if sup.rank <= 1:
-        new = _normalise(p * (s @ p))
+        new = _normalise(p * ((s @ p) + (p if include_self else 0.0)))
     else:
         c = np.minimum(1.0, p / max(0.1 * p.max(), 1e-30))
         n_better = s.T @ c
@@ -163,8 +170,10 @@ def apply_superlative(p: np.ndarray, sup: Superlative, boxes: np.ndarray,
 
 
 def execute_tree(tree: ParseTree, ips: dict[int, np.ndarray], boxes: np.ndarray,
-                 image_size: tuple[int, int]) -> tuple[dict[int, np.ndarray], list[str]]:
-    """Every entity's distribution over the P proposals (METHODS.md 3.2).
+                 image_size: tuple[int, int],
+                 include_self: bool = False) -> tuple[dict[int, np.ndarray], list[str]]:
+    """Every entity's distribution over the P proposals (METHODS.md 3.2); ``include_self``
+    as in :func:`apply_superlative`.
 
     ``ips[e]`` is IPS(entity e's text) (generic entities may be missing: uniform). Returns
     ({entity id: p}, notes); the head's p is ``result[0]``."""
@@ -187,7 +196,7 @@ def execute_tree(tree: ParseTree, ips: dict[int, np.ndarray], boxes: np.ndarray,
             if note:
                 notes.append(f"entity {eid}: {note}")
         for sup in node.superlatives:
-            p, note = apply_superlative(p, sup, boxes, image_size)
+            p, note = apply_superlative(p, sup, boxes, image_size, include_self)
             if note:
                 notes.append(f"entity {eid}: {note}")
         out[eid] = p
