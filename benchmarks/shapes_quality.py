@@ -76,10 +76,9 @@ def main(argv=None) -> None:
         res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,
                "renderer": f"{a.renderer} (regionlab.shapes.render_{a.renderer})",
                "defaults": clip.defaults, "first": a.first,
-               "zero_shot": ev.zero_shot_on(clip, ev.cv_scenes(a.single, a.split, first=a.first,
-                                                               objects=(1, 1),
-                                                               renderer=a.renderer))}
-        sc = ev.cv_scenes(a.scenes, a.split, first=a.first, renderer=a.renderer)
+               "zero_shot": ev.zero_shot_on(clip, ev.other_renderer_scenes(
+                   a.single, a.split, first=a.first, objects=(1, 1), renderer=a.renderer))}
+        sc = ev.other_renderer_scenes(a.scenes, a.split, first=a.first, renderer=a.renderer)
         res.update(ev.masked_crops(clip, sc))
         res["legrad"] = ev.legrad_localisation(clip, sc)
         res["region_acc"] = ev.region_accuracy(clip, sc)

@@ -47,7 +47,7 @@ def main() -> None:
     clip = load_clip("shapes-clip")
     sets = {"pil": generate_scenes("val", a.n, 0, RenderOptions(min_objects=1, max_objects=1))}
     for r in ("cv", "mpl"):
-        sets[r] = ev.cv_scenes(a.n, "val", objects=(1, 1), renderer=r)
+        sets[r] = ev.other_renderer_scenes(a.n, "val", objects=(1, 1), renderer=r)
     out = {name: confusion(clip, sc) for name, sc in sets.items()}
     out["weights"] = get_spec("shapes-clip", "clip").source
     a.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -74,7 +74,7 @@ def zero_shot_on(clip, scenes: list, templates: str = "single") -> float:
     return _acc(clip, [s.image for s in scenes], [s.objects[0].label for s in scenes], text)
 
 
-def cv_scenes(n: int, split: str = "test", seed: int = 0, first: int = 0,
+def other_renderer_scenes(n: int, split: str = "test", seed: int = 0, first: int = 0,
               objects: tuple[int, int] = (2, 4), renderer: str = "cv") -> list:
     """``n`` scenes of another renderer than ours (``cv``: OpenCV, which the CLIP trains on
     from stage 11; ``mpl``: matplotlib, never trained or tuned on), with ``objects``

@@ -18,6 +18,7 @@ from __future__ import annotations
 import colorsys
 import math
 
+import cv2
 import numpy as np
 
 from .scenes import Scene, SceneObject
@@ -97,6 +98,7 @@ def _patch(shape: str, geom: dict, **style):
 
 def _raster(size: int, background: np.ndarray, patches: list) -> np.ndarray:
     """Draw ``patches`` over ``background`` with Agg at size x size; float RGB in [0, 1]."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -109,7 +111,8 @@ def _raster(size: int, background: np.ndarray, patches: list) -> np.ndarray:
         ax.add_patch(p)
     ax.set_xlim(0, size)
     ax.set_ylim(size, 0)
-    canvas.draw()
+    with matplotlib.rc_context({"hatch.linewidth": 1.0}):  # not the caller's settings
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float64) / 255.0
 
 
@@ -121,9 +124,6 @@ def render_scene_mpl(seed: int | tuple[int, ...], size: int = 64,
 
     ``objects`` fixes the (colour, shape) of each object (dropped if it cannot be placed);
     otherwise ``n_objects`` gives the inclusive range of random objects."""
-    import matplotlib
-
-    matplotlib.rcParams["hatch.linewidth"] = 1.0
     seed_t = (seed,) if isinstance(seed, int) else tuple(seed)
     rng = np.random.default_rng([MPL_NAMESPACE, *seed_t])
     background = _background(rng, size)
@@ -146,11 +146,7 @@ def render_scene_mpl(seed: int | tuple[int, ...], size: int = 64,
             alpha = _raster(size, black, [_patch(shape, geom, facecolor="white",
                                                  edgecolor="white", linewidth=edge)])[..., 0]
             mask = alpha >= 0.5
-            grown = np.zeros_like(mask)
-            ys, xs = np.nonzero(mask)
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    grown[np.clip(ys + dy, 0, size - 1), np.clip(xs + dx, 0, size - 1)] = True
+            grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
             if mask.sum() >= 4 and not (grown & taken).any():
                 break
         else:
