@@ -20,8 +20,8 @@ import math
 import cv2
 import numpy as np
 
-from .scenes import Scene, SceneObject
-from .vocab import COLOUR_NAMES, COLOURS, SHAPES
+from .scenes import Scene, SceneObject, random_objects
+from .vocab import COLOURS
 
 #: Seed namespace of this renderer's scenes (disjoint from the first renderer's splits).
 CV_NAMESPACE = 41
@@ -114,8 +114,7 @@ def render_scene_cv(seed: int | tuple[int, ...], size: int = 64,
     rng = np.random.default_rng([CV_NAMESPACE, *seed_t])
     canvas = _background(rng, size)
     if objects is None:
-        n = int(rng.integers(n_objects[0], n_objects[1] + 1))
-        objects = [(COLOUR_NAMES[rng.integers(6)], SHAPES[rng.integers(5)]) for _ in range(n)]
+        objects = random_objects(rng, *n_objects)
     taken = np.zeros((size, size), bool)
     out: list[SceneObject] = []
     for colour, shape in objects:

@@ -21,8 +21,8 @@ import math
 import cv2
 import numpy as np
 
-from .scenes import Scene, SceneObject
-from .vocab import COLOUR_NAMES, COLOURS, SHAPES
+from .scenes import Scene, SceneObject, random_objects
+from .vocab import COLOURS
 
 #: Seed namespace of this renderer's scenes (disjoint from the other renderers').
 MPL_NAMESPACE = 53
@@ -128,8 +128,7 @@ def render_scene_mpl(seed: int | tuple[int, ...], size: int = 64,
     rng = np.random.default_rng([MPL_NAMESPACE, *seed_t])
     background = _background(rng, size)
     if objects is None:
-        n = int(rng.integers(n_objects[0], n_objects[1] + 1))
-        objects = [(COLOUR_NAMES[rng.integers(6)], SHAPES[rng.integers(5)]) for _ in range(n)]
+        objects = random_objects(rng, *n_objects)
     black = np.zeros((size, size, 3))
     taken = np.zeros((size, size), bool)
     drawn, out = [], []

@@ -151,6 +151,12 @@ def _shape_area_factor(shape: str) -> float:
     return {"circle": 0.92, "square": 1.0, "triangle": 1.15, "star": 1.15, "cross": 1.0}[shape]
 
 
+def random_objects(rng: np.random.Generator, lo: int, hi: int) -> list[tuple[str, str]]:
+    """``lo``-``hi`` (inclusive) random (colour, shape) pairs; every renderer draws them so."""
+    n = int(rng.integers(lo, hi + 1))
+    return [(COLOUR_NAMES[rng.integers(6)], SHAPES[rng.integers(5)]) for _ in range(n)]
+
+
 def render_scene(
     seed: int | tuple[int, ...],
     options: RenderOptions = RenderOptions(),
@@ -168,8 +174,7 @@ def render_scene(
     bg_kind = options.backgrounds[rng.integers(len(options.backgrounds))]
     canvas = _background(rng, bg_kind, size)
     if objects is None:
-        n = int(rng.integers(options.min_objects, options.max_objects + 1))
-        objects = [(COLOUR_NAMES[rng.integers(6)], SHAPES[rng.integers(5)]) for _ in range(n)]
+        objects = random_objects(rng, options.min_objects, options.max_objects)
 
     placed: list[tuple[float, float, float]] = []
     out: list[SceneObject] = []
