@@ -107,3 +107,33 @@ def test_partial_loss_rewards_the_objects_own_shape_and_colour_words():
         right = train_clip.partial_loss(model, tok, batch, on(labels), 50.0)
         wrong = train_clip.partial_loss(model, tok, batch, on(torch.tensor([16, 23, 4, 10])), 50.0)
     assert right < wrong / 2, (right, wrong)
+
+
+def test_partial_t2i_loss_makes_each_prompt_pick_its_own_images():
+    """``partial_t2i`` is the grounding direction: the shape prompt must score its own images
+    above the others'. Images placed on their own class's shape and colour prompts score far
+    better than the same images under shuffled labels; a batch with a shape nobody has still
+    gives a finite loss (prompts without positives are skipped)."""
+    import torch
+    import torch.nn.functional as F
+
+    from regionlab.shapes.model import build_model, tokenizer
+    from regionlab.shapes.vocab import COLOUR_NAMES, SHAPES
+
+    torch.manual_seed(0)
+    model, tok = build_model().eval(), tokenizer()
+    labels = torch.tensor([0, 7, 13, 29, 3, 20])
+    with torch.no_grad():
+        shape_txt = F.normalize(model.encode_text(tok([f"a photo of a {s}." for s in SHAPES])), -1)
+        colour_txt = F.normalize(model.encode_text(
+            tok([f"a photo of a {c} object." for c in COLOUR_NAMES])), -1)
+        names = [CLASSES[i].split() for i in labels.tolist()]
+        img = F.normalize(shape_txt[[SHAPES.index(n[1]) for n in names]]
+                          + colour_txt[[COLOUR_NAMES.index(n[0]) for n in names]], dim=-1)
+        right = train_clip.partial_t2i_loss(
+            model, tok, {"template": "a photo of a {}.", "partial_noun": "object",
+                         "cls_labels": labels}, img, 50.0)
+        wrong = train_clip.partial_t2i_loss(
+            model, tok, {"template": "a photo of a {}.", "partial_noun": "object",
+                         "cls_labels": labels[[3, 0, 5, 1, 2, 4]]}, img, 50.0)
+    assert torch.isfinite(right) and right < wrong / 2, (right, wrong)
