@@ -37,6 +37,12 @@ from ..explain.vit import (
     trace_block,
 )
 from ..inputs import check_number, load_image, load_masks
+from .fused_relevance import fused_relevance
+
+#: The factorized engine's relevance through the fused C++ kernel (``fused_relevance.py``):
+#: used on CPU float32/float64 when the kernel builds and ``REGIONLAB_FUSED_RELEVANCE`` is not
+#: 0, else the PyTorch expression; set False to always use the PyTorch expression.
+USE_FUSED_RELEVANCE = True
 
 ENGINES = ("auto", "autograd", "factorized")
 
@@ -207,6 +213,8 @@ def _maps_factorized(clip, cache: ImageCache, e: torch.Tensor) -> torch.Tensor:
     g = (main - a[..., None] * fa["u"] - b[..., None] * fa["yhat_wo"]) / fa["sig2"]
     g = g + (gx @ fa["wo"])[:, None, :]  # (P, N, C) = dS/dY W_o
     gh = g.reshape(p, n, h, d).transpose(1, 2)  # (P, H, N, d)
+    if USE_FUSED_RELEVANCE:  # the same numbers without the (P, H, N, N) tensor dS/dA
+        return fused_relevance(gh, fa["vt"])
     return relevance_from_grad(gh @ fa["vt"][None])  # from dS/dA, (P, H, N, N)
 
 
