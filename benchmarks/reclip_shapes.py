@@ -16,6 +16,8 @@ boxes as proposals. Four sets, each reported for every combination from the same
   stage 11 on: domain randomisation);
 - ``shift-mpl``, ``shift-mpl-everyday``, ``shift-mpl-unseen``: the same on the matplotlib
   renderer (``regionlab.shapes.render_mpl``), never trained or tuned on.
+- ``*-shape-superlative``: superlatives over one shape in several colours named by the shape
+  alone ("the biggest circle"), on each renderer (tuned on their validation scenes of ours).
 Methods: ``default`` (combine="tree", its default temperature and margin), ``calibrated``,
 ``reference`` (ReCLIP exactly), IPS alone, random (mean 1/P). Writes
 benchmarks/results/reclip_shapes.json.
@@ -61,7 +63,8 @@ def table(sets: dict) -> str:
              "|---|---|---|" + "---|" * len(methods)]
     for name, res in sets.items():
         acc, counts = res["accuracy"], res["counts"]
-        for g in ("attribute", "relation", "superlative", "everyday", "unseen", "spatial"):
+        for g in ("attribute", "relation", "superlative", "shape-superlative", "everyday",
+                  "unseen", "spatial"):
             if g in counts:
                 cells = " | ".join(f"{100 * acc[m][g]:.1f}" for m in methods)
                 lines.append(f"| {name} | {g} | {counts[g]} | {cells} |")
@@ -101,7 +104,10 @@ SETS = {"test": ("pil", None), "test-everyday": ("pil", ("everyday",)),
         "shift": ("cv", None), "shift-everyday": ("cv", ("everyday",)),
         "shift-unseen": ("cv", ("unseen",)),
         "shift-mpl": ("mpl", None), "shift-mpl-everyday": ("mpl", ("everyday",)),
-        "shift-mpl-unseen": ("mpl", ("unseen",))}
+        "shift-mpl-unseen": ("mpl", ("unseen",)),
+        "test-shape-superlative": ("pil", ("shape-superlative",)),
+        "shift-shape-superlative": ("cv", ("shape-superlative",)),
+        "shift-mpl-shape-superlative": ("mpl", ("shape-superlative",))}
 
 
 def main() -> None:

@@ -408,6 +408,8 @@ def _meant(e, scene) -> tuple[str, str]:
         return f"the {label}", f"{sub}({ref})"
     if e.kind == "superlative":
         return f"the {label}", "^" + names[sub]
+    if e.kind == "shape-superlative":  # named by the shape alone
+        return f"the {objs[e.target].shape}", "^" + names[sub]
     if e.subtype.startswith("generic/"):
         if sub == "above":
             return "*", f"above({ref})"
