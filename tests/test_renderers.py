@@ -137,3 +137,24 @@ def test_partial_t2i_loss_makes_each_prompt_pick_its_own_images():
             model, tok, {"template": "a photo of a {}.", "partial_noun": "object",
                          "cls_labels": labels[[3, 0, 5, 1, 2, 4]]}, img, 50.0)
     assert torch.isfinite(right) and right < wrong / 2, (right, wrong)
+
+
+def test_box_crops_are_the_objects_own_box_at_any_resolution():
+    """``--box-crops`` trains on the view grounding shows the CLIP: an object's box (padded
+    0-12%) cut from a 64-448 px scene and stretched to the input; the same key and stream give
+    the same crop, and the label is the cut object's class (its colour dominates the crop)."""
+    import cv2
+    import numpy as np
+
+    from regionlab.shapes.vocab import CLASSES, COLOURS
+    from regionlab.training.domain import box_crop
+
+    for i in range(6):
+        a, la = box_crop((5, 0, 0, i), np.random.default_rng(i), i % 2 == 1, 0.0, 64)
+        b, lb = box_crop((5, 0, 0, i), np.random.default_rng(i), i % 2 == 1, 0.0, 64)
+        assert a.shape == (64, 64, 3) and np.array_equal(a, b) and la == lb
+        hsv = cv2.cvtColor(a, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(float)
+        hue = COLOURS[CLASSES[la].split()[0]] / 2  # OpenCV hues are degrees / 2
+        dist = np.abs((hsv[:, 0] - hue + 90) % 180 - 90)
+        near = (dist < 12) & (hsv[:, 1] > 100)
+        assert near.mean() > 0.25, (CLASSES[la], near.mean())

@@ -54,7 +54,7 @@ from ..shapes.scenes import RenderOptions, article, render_scene
 from ..shapes.views import MEAN, SIZE, context_crop, fit, masked_crop
 from ..shapes.vocab import CLASSES, COLOUR_NAMES, SHAPES
 from ..tasks.templates import IMAGENET, VILD
-from .domain import mixed_scene, photometric
+from .domain import box_crop, mixed_scene, photometric
 from .provenance import environment
 
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -103,6 +103,7 @@ def make_batch(
     jitter_max: float = 1.0,
     domain_mix: float = 0.0,
     augment: float = 0.0,
+    box_crops: float = 0.0,
 ) -> dict:
     rng = np.random.default_rng([seed, step, 991])
     # domain randomisation draws from its own stream: without it the batches of the recorded
@@ -160,6 +161,12 @@ def make_batch(
             objs.append((idx, CLASSES.index(ob.label), frac))
             crop_pool.append((scene, ob))
     for j in rng.permutation(len(crop_pool))[:n_crop]:
+        if box_crops and drng.uniform() < box_crops:  # the IPS view (domain.box_crop)
+            use_cv = bool(drng.uniform() < domain_mix)
+            img, label = box_crop((5, seed, step, int(j)), drng, use_cv, augment, SIZE)
+            cls_imgs.append(img)
+            cls_labels.append(label)
+            continue
         scene, ob = crop_pool[j]
         if rng.uniform() < 0.7:
             cls_imgs.append(masked_crop(scene.image, ob.mask, SIZE))
@@ -576,6 +583,13 @@ def main(argv=None) -> None:
         default=0.0,
         help="share of scenes given a photometric corruption (blur, noise, contrast, JPEG)",
     )
+    p.add_argument(
+        "--box-crops",
+        type=float,
+        default=0.0,
+        help="share of the crops that are an object's box cut from a 64-448 px scene, "
+        "neighbours included (the view grounding shows the CLIP; domain.box_crop)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_clip"))
     p.add_argument(
@@ -602,8 +616,8 @@ def main(argv=None) -> None:
             f"--weights: unknown loss(es) {sorted(set(weights) - set(LOSSES))}; "
             f"the losses are {', '.join(LOSSES)}"
         )
-    if not (0 <= a.domain_mix <= 1 and 0 <= a.augment <= 1):
-        p.error("--domain-mix and --augment: shares in [0, 1]")
+    if not (0 <= a.domain_mix <= 1 and 0 <= a.augment <= 1 and 0 <= a.box_crops <= 1):
+        p.error("--domain-mix, --augment and --box-crops: shares in [0, 1]")
     if a.mi_steps < 1:
         p.error("--mi-steps must be at least 1")
     if not 0.5 < a.jitter_max <= 3:
@@ -652,6 +666,7 @@ def main(argv=None) -> None:
             a.jitter_max,
             a.domain_mix,
             a.augment,
+            a.box_crops,
         )
         losses = train_step(model, batch, tok, weights, a.mi_negatives, a.mi_steps)
         opt.zero_grad(set_to_none=True)
@@ -682,6 +697,7 @@ def main(argv=None) -> None:
         "mi_steps": a.mi_steps,
         **({"domain_mix": a.domain_mix, "augment": a.augment}
            if a.domain_mix or a.augment else {}),
+        **({"box_crops": a.box_crops} if a.box_crops else {}),
         "init": str(a.init) if a.init else None,
         "wall_seconds": round(wall, 1),
         "threads": a.threads,
