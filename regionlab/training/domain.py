@@ -24,8 +24,8 @@ import numpy as np
 
 from ..shapes.render_cv import render_scene_cv
 from ..shapes.scenes import RenderOptions, Scene, render_scene
-from ..shapes.vocab import CLASSES
 from ..shapes.views import fit
+from ..shapes.vocab import CLASSES
 
 
 def mixed_scene(key: tuple, options: RenderOptions, single: bool, use_cv: bool) -> Scene:
