@@ -227,9 +227,12 @@ def run_reference(refvenv: Path, state: dict, size: int, n_masks: int, n_iter: i
         except subprocess.TimeoutExpired:
             return {"seconds": None, "timeout_s": timeout}
         except subprocess.CalledProcessError as err:
-            if device == "cpu":
+            if device == "cpu" and err.returncode >= 0:
                 raise
-            return {"seconds": None, "error": (err.stderr or "").strip()[-300:]}
+            # killed (the kernel's OOM killer sends SIGKILL) or a GPU failure: record, go on
+            why = (f"killed by signal {-err.returncode} (SIGKILL: most likely out of memory)"
+                   if err.returncode == -9 else (err.stderr or "").strip()[-300:])
+            return {"seconds": None, "error": why}
         res = torch.load(out, weights_only=False)
     cell = {"seconds": res["maskinversion_s"]}
     for k in ("peak_rss_mb", "peak_cuda_mb", "warmup_s"):
@@ -327,7 +330,9 @@ def table(rows) -> str:
         if cell is None or not cell:
             return "-"
         if cell.get("seconds") is None:
-            return f"> {cell['timeout_s']:.0f} s" if "timeout_s" in cell else "failed"
+            if "timeout_s" in cell:
+                return f"> {cell['timeout_s']:.0f} s"
+            return "killed (out of memory)" if "signal 9" in cell.get("error", "") else "failed"
         return f"{cell['seconds']:.2f} s" if cell["seconds"] >= 0.1 else f"{cell['seconds']:.3f} s"
 
     lines = ["| S | masks | iters | reference | autograd | factorized | auto | ref / factorized "
