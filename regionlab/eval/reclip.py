@@ -331,7 +331,8 @@ def evaluate_jsonl(path, image_root, models=None, scorer: str = "ips", detection
 def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test",
                          models=None, options: GroundingOptions | None = None,
                          scorer: str = "ips", variants: dict | None = None,
-                         kinds: tuple[str, ...] | None = None, renderer: str = "pil") -> dict:
+                         kinds: tuple[str, ...] | None = None, renderer: str = "pil",
+                         render_options=None) -> dict:
     """Accuracy of grounding variants, IPS alone and a random choice on ShapesWorld referring
     expressions (ground-truth boxes as proposals, held-out scenes), split by expression kind
     and subtype. ``spatial`` pools every kind but ``attribute``.
@@ -339,14 +340,16 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
     ``variants`` maps a method name to :class:`GroundingOptions` (default: ``{"reclip":
     options}``); all come from the same forward passes. ``kinds`` defaults to attribute,
     relation and superlative (add "everyday" for the phrasing shift); ``renderer`` "pil" (ours)
-    or "cv" (the independent renderer)."""
+    or "cv" (the independent renderer); ``render_options`` a
+    :class:`~regionlab.shapes.scenes.RenderOptions` (e.g. ``size=448``, the app's scale)."""
     from ..shapes.expressions import KINDS, generate_rec_items
     from ..tasks.reclip_parser import parse_expression
 
     opts = options or GroundingOptions()
     variants = dict(variants or {"reclip": opts})
+    extra = {} if render_options is None else {"options": render_options}
     items = generate_rec_items(split, n_scenes, seed, kinds=tuple(kinds or KINDS),
-                               renderer=renderer)
+                               renderer=renderer, **extra)
     rows = []
     t0 = time.perf_counter()
     for item in items:
