@@ -304,40 +304,40 @@ def mi_unrolled(
     return F.normalize(e, dim=-1)
 
 
-def partial_loss(model, tok, batch, img: torch.Tensor, scale) -> torch.Tensor:
-    """Single objects and crops classified by their shape alone among the 5 shape prompts
-    ("a photo of a star.") and by their colour alone among the 6 colour prompts ("a photo of a
-    green object."): referring expressions name objects by one attribute ("the star", "the
-    green one"), which full class prompts never teach."""
+def partial_prompts(model, tok, batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(unit text embeddings, each image's index among them)] for the 5 shape prompts ("a
+    photo of a star.") and the 6 colour prompts ("a photo of a green object.") of a batch."""
     tpl, noun = batch["template"], batch["partial_noun"]
-    shape_txt = F.normalize(model.encode_text(tok([tpl.format(s) for s in SHAPES])), dim=-1)
-    colour_txt = F.normalize(
-        model.encode_text(tok([tpl.format(f"{c} {noun}") for c in COLOUR_NAMES])), dim=-1)
     names = [CLASSES[i].split() for i in batch["cls_labels"].tolist()]
-    shape_lbl = torch.tensor([SHAPES.index(n[1]) for n in names])
-    colour_lbl = torch.tensor([COLOUR_NAMES.index(n[0]) for n in names])
-    return (F.cross_entropy(scale * img @ shape_txt.T, shape_lbl)
-            + F.cross_entropy(scale * img @ colour_txt.T, colour_lbl)) / 2
+    return [
+        (F.normalize(model.encode_text(tok([tpl.format(s) for s in SHAPES])), dim=-1),
+         torch.tensor([SHAPES.index(n[1]) for n in names])),
+        (F.normalize(model.encode_text(
+            tok([tpl.format(f"{c} {noun}") for c in COLOUR_NAMES])), dim=-1),
+         torch.tensor([COLOUR_NAMES.index(n[0]) for n in names])),
+    ]
 
 
-def partial_t2i_loss(model, tok, batch, img: torch.Tensor, scale) -> torch.Tensor:
+def partial_loss(model, tok, batch, img: torch.Tensor, scale, prompts=None) -> torch.Tensor:
+    """Single objects and crops classified by their shape alone among the 5 shape prompts
+    and by their colour alone among the 6 colour prompts (:func:`partial_prompts`):
+    referring expressions name objects by one attribute ("the star", "the green one"), which
+    full class prompts never teach."""
+    prompts = prompts or partial_prompts(model, tok, batch)
+    return sum(F.cross_entropy(scale * img @ txt.T, lbl) for txt, lbl in prompts) / 2
+
+
+def partial_t2i_loss(model, tok, batch, img: torch.Tensor, scale,
+                     prompts=None) -> torch.Tensor:
     """The other direction of :func:`partial_loss`, the one grounding uses: each shape prompt
     ("a photo of a star.") and colour prompt picks its own images out of the batch (softmax
     over images, every image of that shape or colour a positive, SupCon-style mean). Grounding
     "the star" compares one text across proposals; image-to-text training alone left the bare
     shape text closer to the wrong object's crop on 24% of validation expressions."""
-    tpl, noun = batch["template"], batch["partial_noun"]
-    names = [CLASSES[i].split() for i in batch["cls_labels"].tolist()]
-    parts = (
-        ([tpl.format(s) for s in SHAPES], torch.tensor([SHAPES.index(n[1]) for n in names])),
-        ([tpl.format(f"{c} {noun}") for c in COLOUR_NAMES],
-         torch.tensor([COLOUR_NAMES.index(n[0]) for n in names])),
-    )
     total = img.new_zeros(())
-    for texts, lbl in parts:
-        txt = F.normalize(model.encode_text(tok(texts)), dim=-1)
+    for txt, lbl in prompts or partial_prompts(model, tok, batch):
         logp = F.log_softmax(scale * txt @ img.T, dim=1)  # (T, B): over the batch's images
-        pos = (lbl[None, :] == torch.arange(len(texts))[:, None]).float()
+        pos = (lbl[None, :] == torch.arange(len(txt))[:, None]).float()
         has = pos.sum(1) > 0
         total = total + ((-(logp * pos).sum(1) / pos.sum(1).clamp(min=1))[has]).mean()
     return total / 2
@@ -370,10 +370,13 @@ def train_step(model, batch, tok, weights: dict, mi_steps: int = 0, mi_unroll: i
     losses["clip"] = (F.cross_entropy(i2t, tgt) + F.cross_entropy(logits.T, tgt)) / 2
     # 2. classification of single objects and crops
     losses["cls"] = F.cross_entropy(scale * img[nm:] @ class_txt.T, batch["cls_labels"])
-    if weights.get("partial"):  # 2b. the shape alone ("a star") and the colour alone
-        losses["partial"] = partial_loss(model, tok, batch, img[nm:], scale)
-    if weights.get("partial_t2i"):  # 2c. the same prompts picking their images (grounding)
-        losses["partial_t2i"] = partial_t2i_loss(model, tok, batch, img[nm:], scale)
+    if weights.get("partial") or weights.get("partial_t2i"):
+        prompts = partial_prompts(model, tok, batch)  # the shape alone, the colour alone
+        if weights.get("partial"):  # 2b. each image picks its shape word and colour word
+            losses["partial"] = partial_loss(model, tok, batch, img[nm:], scale, prompts)
+        if weights.get("partial_t2i"):  # 2c. each word picks its images (grounding)
+            losses["partial_t2i"] = partial_t2i_loss(model, tok, batch, img[nm:], scale,
+                                                     prompts)
     # 3. mask-pooled patch tokens per object
     frac = batch["obj_frac"]
     w = frac / frac.sum(-1, keepdim=True)
