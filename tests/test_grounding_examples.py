@@ -125,15 +125,24 @@ def test_try_expressions_and_generic_superlatives_are_right_on_every_scene(clip,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the bundled CLIP ranks every object of a shape named alone above the others on these "
-    "448 px scenes, but by only 1.7-12 logits, below the membership margin of 6 (which keeps "
-    "same-class objects together) in 12 of 18 cases: 'the biggest circle' etc. are right 47 "
-    "of 70 times with the stage-15 CLIP (stage 13: 40, stage 10: 36-37). The parse trees are "
-    "right; the fix is the CLIP (issue 27)"))
-def test_superlatives_of_each_shape_are_right_on_every_scene(clip):
-    wrong, checked = _grounded(clip, lambda t: not _generic(t))
+    "'the biggest circle' etc. are right 58 of 70 times with either candidates (47 before the "
+    "contrastive membership): in the failures another shape's crop prefers its own name to "
+    "the asked one by only 1.2-2.1 logits, inside the contrast tolerance of 3 that validation "
+    "scenes of the OpenCV renderer need (40% of true members there prefer a one-word variant "
+    "by up to 2.5 logits). A CLIP that reads shapes more surely on every renderer is the fix "
+    "(issue 27)"))
+@pytest.mark.parametrize("candidates", ["automatic", "objects"])
+def test_superlatives_of_each_shape_are_right_on_every_scene(clip, candidates):
+    """"The biggest circle", "the leftmost star" ... on every scene."""
+    wrong, checked = _grounded(clip, lambda t: not _generic(t), candidates)
     assert checked >= 60, checked
     assert not wrong, "\n".join(wrong)
+
+
+def test_superlatives_of_each_shape_mostly_right(clip):
+    """What the strict xfail above records, kept from getting worse: at least 58 of 70."""
+    wrong, checked = _grounded(clip, lambda t: not _generic(t))
+    assert checked >= 60 and checked - len(wrong) >= 58, (checked, wrong)
 
 
 def test_biggest_and_smallest_differ_on_every_scene(clip):

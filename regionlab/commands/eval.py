@@ -30,7 +30,7 @@ HELP = ("evaluate on standard dataset files (ground: ReCLIP JSONL, accuracy at I
         "classify: COCO instance masks, Acc@1/Acc@5; label: index-PNG folders, mIoU); "
         "resumable with --out")
 MANIFEST_KEYS = ("task, refs, images, detections, limit, seed, ray, models, scorer, combine, "
-                 "temperature, margin, annotations, methods, classes, templates, labels, "
+                 "temperature, margin, contrast, annotations, methods, classes, templates, labels, "
                  "ignore_zero, proposals, label_offset")
 TASKS = ("ground", "classify", "label")
 METHODS_DEFAULT = "global,crop,masked-crop,blur,red-circle,maskinversion"
@@ -60,6 +60,7 @@ def add_arguments(p) -> None:
     g.add_argument("--combine", default="tree", choices=["tree", "calibrated", "reference"])
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--margin", type=float, default=None)
+    g.add_argument("--contrast", type=float, default=None)
     c = p.add_argument_group("classify (MaskInversion class retrieval)")
     c.add_argument("--annotations", help="COCO instances JSON (polygons, RLE or compressed RLE)")
     c.add_argument("--methods", default=METHODS_DEFAULT,
@@ -85,7 +86,7 @@ def item_from_args(args, manifest: bool) -> dict:
             "detections": args.detections, "limit": args.limit, "seed": args.seed,
             "scorer": args.scorer, "models": args.models, "combine": args.combine,
             "temperature": args.temperature, "margin": args.margin,
-            "annotations": args.annotations, "methods": args.methods, "classes": args.classes,
+            "contrast": args.contrast, "annotations": args.annotations, "methods": args.methods, "classes": args.classes,
             "templates": args.templates, "labels": args.labels,
             "ignore_zero": args.ignore_zero, "proposals": args.proposals,
             "label_offset": args.label_offset, "ray": args.ray,
@@ -152,7 +153,8 @@ def _run_ground(item: dict, common: dict) -> dict:
         raise InputError("eval ground needs --refs FILE.jsonl and --images DIR")
     options = GroundingOptions(combine=item.get("combine") or "tree",
                                temperature=item.get("temperature"),
-                               margin=item.get("margin"))
+                               margin=item.get("margin"),
+                               contrast=item.get("contrast"))
     return evaluate_jsonl(item["refs"], item["images"], models=item.get("models"),
                           scorer=item.get("scorer") or "ips", detections=item.get("detections"),
                           options=options, **common)

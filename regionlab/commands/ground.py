@@ -13,7 +13,7 @@ NAME = "ground"
 HELP = "ground a referring expression among boxes, masks or automatic proposals (ReCLIP)"
 MANIFEST_KEYS = ("image (path), expression, boxes ([[x0, y0, x1, y1], ...] or a JSON file), "
                  "masks (list of mask paths), detections (JSON file), image_id, scorer, models, "
-                 "blur_sigma, area_prior, no_parser, combine, temperature, margin")
+                 "blur_sigma, area_prior, no_parser, combine, temperature, margin, contrast")
 
 
 def add_arguments(p) -> None:
@@ -42,11 +42,16 @@ def add_arguments(p) -> None:
                         "distribution), calibrated (IPS(full) x tree at the model's logit "
                         "scale), reference (ReCLIP: IPS(full) x tree at 100 * cos)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="softmax temperature (default: 4 for tree, 24 for calibrated, 1 for "
+                   help="softmax temperature (default: 1 for tree, 24 for calibrated, 1 for "
                         "reference; chosen on validation scenes of the bundled CLIP)")
     p.add_argument("--margin", type=float, default=None,
                    help="membership margin in logits: proposals within it of the best match "
-                        "of a noun phrase count as equally good (default: 6 for tree, 0 else)")
+                        "of a noun phrase count as equally good (default: 12 for tree, 0 else)")
+    p.add_argument("--contrast", type=float, default=None,
+                   help="contrastive membership weight: a proposal that CLIP reads as a phrase "
+                        "one known word away ('the square' for 'the circle') is lowered by "
+                        "this times its preference (default: 0.5 for tree, 0 else; only models "
+                        "that declare word groups, such as the bundled CLIP)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -54,7 +59,8 @@ def item_from_args(args, manifest: bool) -> dict:
             "image_id": args.image_id, "scorer": args.scorer, "models": args.models,
             "blur_sigma": args.blur_sigma, "area_prior": args.area_prior,
             "no_parser": args.no_parser, "combine": args.combine,
-            "temperature": args.temperature, "margin": args.margin}
+            "temperature": args.temperature, "margin": args.margin,
+            "contrast": args.contrast}
     if not manifest:
         item["image"] = args.image
         item["expression"] = args.expression
@@ -102,7 +108,8 @@ def run(item: dict, args, out_dir) -> dict:
                                use_parser=not item.get("no_parser"),
                                combine=item.get("combine") or "tree",
                                temperature=item.get("temperature"),
-                               margin=item.get("margin"))
+                               margin=item.get("margin"),
+                               contrast=item.get("contrast"))
     models = item.get("models")
     result = ground(image, item["expression"], proposals=proposals,
                     scorer=item.get("scorer") or "ips", models=models, options=options)

@@ -385,6 +385,8 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
         "renderer": renderer, "kinds": list(kinds or KINDS),
         "variants": {k: {"combine": v.combine, "temperature": v.effective_temperature,
                          "margin": v.effective_margin,
+                         "contrast": v.effective_contrast,
+                         "contrast_tolerance": v.effective_contrast_tolerance,
                          "logit_scale": v.effective_logit_scale or "model"}
                      for k, v in variants.items()},
         "counts": {g: len(rs) for g, rs in sorted(groups.items())},

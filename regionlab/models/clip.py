@@ -36,6 +36,9 @@ class LoadedCLIP:
     device: torch.device
     dtype: torch.dtype
     defaults: dict  # per-model tuned defaults (MaskInversion lr/iterations/alpha/resolution ...)
+    #: groups of interchangeable words the model was trained to tell apart (the bundled
+    #: CLIP's colours and shapes), used by grounding's contrastive membership; () = none
+    word_groups: tuple = ()
 
     @property
     def visual(self) -> torch.nn.Module:
@@ -153,6 +156,7 @@ def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> L
     from safetensors.torch import load_file
 
     from ..shapes.model import ARCH_NAME, build_model, tokenizer
+    from ..shapes.vocab import COLOUR_NAMES, SHAPES
 
     path = Path(spec.extra["path"])
     if not path.is_file():
@@ -177,6 +181,7 @@ def _load_shapes(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> L
         device,
         dtype,
         dict(SHAPES_DEFAULTS),
+        (tuple(COLOUR_NAMES), tuple(SHAPES)),
     )
 
 

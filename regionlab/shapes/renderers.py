@@ -3,7 +3,9 @@
 - ``pil``: the first renderer (:func:`regionlab.shapes.scenes.render_scene`), what the bundled
   models were first trained on;
 - ``cv``: the second (:mod:`regionlab.shapes.render_cv`, OpenCV); the CLIP trains on it from
-  stage 11 on (domain randomisation), the decoders and the classical segmenter never;
+  stage 11 on (domain randomisation) and grounding's defaults are tuned on its validation
+  scenes too (from the contrastive membership on); the decoders and the classical segmenter
+  never see it;
 - ``mpl``: the third (:mod:`regionlab.shapes.render_mpl`, matplotlib Agg), never trained or
   tuned on: the shift set of issue 27.
 """

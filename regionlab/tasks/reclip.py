@@ -290,18 +290,25 @@ def make_proposals(image: np.ndarray, proposals) -> Proposals:
 
 
 COMBINES = ("tree", "calibrated", "reference")
-#: Softmax temperature and membership margin per combination. "tree": chosen on 400
-#: validation scenes of the bundled CLIP, every expression kind (``python
-#: benchmarks/reclip_shapes.py --tune``; rule fixed before the run: best spatial accuracy, ties
-#: to the smaller margin, then temperature): T 1, margin 6, 95.5% (reference 76.4%), re-tuned
-#: for CLIP stage 15 on a set that now includes superlatives of a shape named alone ("the
-#: biggest circle": 90.0%); stage 13: T 1, margin 8 (98.3% without that kind); stage 10: T 4,
-#: margin 6.
+#: Softmax temperature, membership margin and contrast weight per combination. "tree":
+#: chosen on validation scenes of the bundled CLIP (stage 15), every expression kind, 400 at
+#: 64 px (the training scale) and 200 at 448 px (the app's): ``python
+#: benchmarks/reclip_shapes.py --tune``; rule fixed before the run: best spatial accuracy
+#: averaged over the two sizes, ties to the smaller margin, then temperature, then contrast
+#: weight. Chosen: T 1, margin 12, contrast 0.5: 97.5% / 97.9% (without contrast the best
+#: was T 1, margin 6: 95.5% / 95.7%; superlatives of a shape named alone, "the biggest
+#: circle": 98.8% / 100% vs 90.0% / 90.0%; reference 76.4% / 73.2%). Earlier: stage 13 T 1,
+#: margin 8; stage 10 T 4, margin 6 (64 px only, no contrast).
 #: "calibrated": T 24, chosen earlier on the attribute/relation/superlative kinds. With real
 #: CLIPs re-tune; the reference is ReCLIP's T 1 with no margin.
 DEFAULT_TEMPERATURE = {"tree": 1.0, "calibrated": 24.0, "reference": 1.0}
 #: Membership margin per combination (logit units, summed over views and models; 0 = none).
-DEFAULT_MARGIN = {"tree": 6.0, "calibrated": 0.0, "reference": 0.0}
+DEFAULT_MARGIN = {"tree": 8.0, "calibrated": 0.0, "reference": 0.0}
+#: Contrastive-membership weight per combination (:mod:`.reclip_contrast`; 0 = off; only
+#: models that declare word groups use it).
+DEFAULT_CONTRAST = {"tree": 0.5, "calibrated": 0.0, "reference": 0.0}
+#: Logits by which a proposal may prefer a one-word variant before the penalty starts.
+DEFAULT_CONTRAST_TOLERANCE = 3.0
 
 
 @dataclass(frozen=True)
@@ -328,6 +335,10 @@ class GroundingOptions:
     proposal are raised to ``best - margin`` (ours): CLIP says *which* proposals match a noun
     phrase (other classes fall tens of logits behind), the parse tree says *which of them* is
     meant (same-class proposals differ by a few logits that carry no spatial meaning).
+    ``contrast`` None = :data:`DEFAULT_CONTRAST`: after the margin, a noun phrase's logit on
+    a proposal that prefers a phrase one known word away ("the square" for "the circle") is
+    lowered by ``contrast`` times that preference beyond ``contrast_tolerance`` logits
+    (:mod:`.reclip_contrast`; ours).
     """
 
     blur_sigma: float | None = None
@@ -340,6 +351,8 @@ class GroundingOptions:
     logit_scale: float | None = None
     temperature: float | None = None
     margin: float | None = None
+    contrast: float | None = None
+    contrast_tolerance: float | None = None
     max_batch: int = 512
     mi_options: dict = field(default_factory=dict)
 
@@ -353,6 +366,10 @@ class GroundingOptions:
             check_number(self.temperature, "temperature", 1e-3, 1e4)
         if self.margin is not None:
             check_number(self.margin, "margin", 0.0, 1e4)
+        if self.contrast is not None:
+            check_number(self.contrast, "contrast", 0.0, 1e3)
+        if self.contrast_tolerance is not None:
+            check_number(self.contrast_tolerance, "contrast_tolerance", 0.0, 1e3)
         check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
         if self.combine not in COMBINES:
             raise InputError(f"combine must be one of {COMBINES}, got {self.combine!r}")
@@ -369,6 +386,15 @@ class GroundingOptions:
     @property
     def effective_margin(self) -> float:
         return float(DEFAULT_MARGIN[self.combine] if self.margin is None else self.margin)
+
+    @property
+    def effective_contrast(self) -> float:
+        return float(DEFAULT_CONTRAST[self.combine] if self.contrast is None else self.contrast)
+
+    @property
+    def effective_contrast_tolerance(self) -> float:
+        return float(DEFAULT_CONTRAST_TOLERANCE if self.contrast_tolerance is None
+                     else self.contrast_tolerance)
 
     @property
     def effective_logit_scale(self) -> float | None:
@@ -524,7 +550,8 @@ def softmax_over_proposals(logits: np.ndarray, keep: np.ndarray | None = None) -
 class GroundingResult:
     """The chosen proposal and everything needed to explain the choice.
 
-    ``warnings``: what the model cannot know (words outside its vocabulary), for the user;
+    ``warnings``: what the model cannot know (words outside its vocabulary) or cannot find
+    (no candidate fits the head noun phrase), for the user;
     ``indices``: the chosen proposals, best first (one, or N for "the two people on the left");
     ``probs``: final distribution over proposals; ``ips_probs``: IPS of the full expression;
     ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
@@ -599,6 +626,54 @@ def unknown_note(clips, words: list[str]) -> str:
             f"'Real weights')")
 
 
+def _contrast(features: ProposalFeatures, texts: list[str], logits: np.ndarray,
+              scaled: np.ndarray, opts: GroundingOptions) -> dict[str, tuple]:
+    """Lower each noun phrase's (columns 1..) logits in ``scaled`` by the contrastive
+    membership penalty (:mod:`.reclip_contrast`); returns {text: (deficit per proposal, the
+    variant each proposal prefers)}. Deficits are computed whenever the models declare word
+    groups (they also say when nothing fits); the penalty only with a positive weight."""
+    from .reclip_contrast import deficits, penalised, variants, word_groups
+
+    weight = opts.effective_contrast
+    groups = word_groups(features.clips)
+    out: dict[str, tuple] = {}
+    if not groups:
+        return out
+    prompt = opts.prompt
+    for k, text in enumerate(texts[1:], start=1):
+        phrase = text[len(prompt):] if text.startswith(prompt) else text
+        alts = variants(phrase, groups)
+        if not alts:
+            continue
+        lv = features.logits([prompt + v for v in alts], opts.effective_logit_scale)
+        d = deficits(logits[:, k], lv)
+        if weight > 0:
+            scaled[:, k] = penalised(scaled[:, k], d, weight, opts.effective_contrast_tolerance)
+        out[text] = (d, [alts[j] for j in lv.argmax(axis=1)])
+    return out
+
+
+#: A noun phrase "fits" a proposal unless the proposal prefers a phrase one known word away
+#: by more than this many logits (chosen on validation scenes: ``python
+#: benchmarks/grounding_no_match.py``).
+NO_MATCH_DEFICIT = 2.0
+
+
+def no_match_warning(contrast: dict, head_text: str, phrase: str, keep=None) -> str | None:
+    """A warning when no (kept) proposal fits the head noun phrase: every one prefers a
+    phrase one known word away by more than :data:`NO_MATCH_DEFICIT` logits."""
+    if head_text not in contrast:
+        return None
+    d, preferred = contrast[head_text]
+    d = np.where(keep, d, -np.inf) if keep is not None else d
+    best = int(np.argmax(d))
+    if d[best] >= -NO_MATCH_DEFICIT:
+        return None
+    return (f"no candidate looks like {phrase!r} to the model: it reads every candidate as "
+            f"something else (the closest, candidate {best}, as {preferred[best]!r}), so the "
+            f"answer is only the best of what there is")
+
+
 def _rounded(p: np.ndarray) -> list[float]:
     return [float(round(float(v), 8)) for v in p]
 
@@ -643,6 +718,7 @@ def ground_features(features: ProposalFeatures, expression: str,
     timing["text_s"] = time.perf_counter() - t0
     scaled = within_margin(logits, opts.effective_margin, keep)
     scaled[:, 0] = logits[:, 0]  # the full expression's IPS is CLIP's own answer: no margin
+    contrast = _contrast(features, texts, logits, scaled, opts)
     probs_by_text = softmax_over_proposals(scaled / opts.effective_temperature, keep)
     ips = probs_by_text[:, 0]
     used = bool(opts.use_parser and tree is not None and tree.uses_spatial)
@@ -673,6 +749,11 @@ def ground_features(features: ProposalFeatures, expression: str,
                 final = dists[0]
                 notes.append("IPS(full) * p_tree vanished: using p_tree alone")
     timing["tree_s"] = time.perf_counter() - t0
+    if tree is not None and not tree.head.generic and tree.head.text:
+        miss = no_match_warning(contrast, opts.prompt + tree.head.text.lower(),
+                                tree.head.text, keep)
+        if miss:
+            warnings.append(miss)
     index = int(np.argmax(final))  # the lowest index wins ties (duplicate boxes)
     count = min(n, tree.head.count) if tree is not None and used else 1
     indices = [int(i) for i in np.argsort(-final, kind="stable")[:count]]

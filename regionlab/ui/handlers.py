@@ -591,7 +591,7 @@ def _boxes_of(s: Session) -> list[tuple[int, int, int, int]]:
 
 def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
               options: AppOptions, combine: str = "tree", temperature=None, margin=None,
-              progress=gr.Progress()):
+              contrast=None, progress=gr.Progress()):
     s = s or Session()
     image = s.require_image()
     clip = check_model("clip", clip, options)
@@ -601,7 +601,8 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
     progress(0.1, desc="grounding")
     t0 = time.perf_counter()
     res = service.ground(image, expression, boxes=boxes, clip=clip, device=device or None,
-                         combine=combine, temperature=temperature, margin=margin)
+                         combine=combine, temperature=temperature, margin=margin,
+                         contrast=contrast)
     view = grounding_view(image, res)
     s.results["ground"] = view["json"]
     s.results["ground_overlay"] = view["image"]
@@ -609,12 +610,13 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
     return s, view["image"], view["table"], view["tree"], view["summary"], s.timings
 
 
-def grounding_defaults(combine: str) -> tuple[float, float]:
-    """(temperature, margin) a combination uses by default (shown in the Grounding tab)."""
+def grounding_defaults(combine: str) -> tuple[float, float, float]:
+    """(temperature, margin, contrast) a combination uses by default (shown in the Grounding
+    tab)."""
     from ..tasks.reclip import GroundingOptions
 
     opts = GroundingOptions(combine=combine).checked()
-    return opts.effective_temperature, opts.effective_margin
+    return opts.effective_temperature, opts.effective_margin, opts.effective_contrast
 
 
 def grounding_view(image: np.ndarray, res) -> dict:
@@ -754,9 +756,9 @@ class Handlers:
                            vocab_choice, custom, templates)
 
     def ground(self, s: Session, expression, source, clip, device, combine="tree",
-               temperature=None, margin=None, progress=gr.Progress()):
+               temperature=None, margin=None, contrast=None, progress=gr.Progress()):
         return on_ground(s, expression, source, clip, device, self.options, combine, temperature,
-                         margin, progress)
+                         margin, contrast, progress)
 
     def label(self, s: Session, classes, source, clip, device, progress=gr.Progress()):
         return on_label(s, classes, source, clip, device, self.options, progress)

@@ -235,11 +235,13 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                 with gr.Row():
                     ground_combine = gr.Radio(["tree", "calibrated", "reference"], value="tree",
                                               label="Combination", elem_id="rl-ground-combine")
-                    t0, m0 = handlers.grounding_defaults("tree")
+                    t0, m0, c0 = handlers.grounding_defaults("tree")
                     ground_temp = gr.Number(t0, label="Temperature", minimum=0.001,
                                             maximum=1000, elem_id="rl-ground-temperature")
                     ground_margin = gr.Number(m0, label="Margin (logits)", minimum=0,
                                               maximum=1000, elem_id="rl-ground-margin")
+                    ground_contrast = gr.Number(c0, label="Contrast weight", minimum=0,
+                                                maximum=1000, elem_id="rl-ground-contrast")
                 ground_btn = gr.Button("Ground", variant="primary", elem_id="rl-ground")
                 ground_summary = gr.Markdown(elem_id="rl-ground-summary")
                 with gr.Row():
@@ -376,15 +378,17 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                        templates],
                       [state, gen_gallery, timings], **quiet, **model)
         ground_combine.change(handlers.grounding_defaults, [ground_combine],
-                              [ground_temp, ground_margin], api_visibility="private",
+                              [ground_temp, ground_margin, ground_contrast],
+                              api_visibility="private",
                               queue=False)
         ground_btn.click(ui_errors(h.ground), [state, expression, ground_src, clip_dd, device_dd,
-                                               ground_combine, ground_temp, ground_margin],
+                                               ground_combine, ground_temp, ground_margin,
+                                               ground_contrast],
                          [state, ground_img, ground_table, ground_tree, ground_summary, timings],
                          **quiet, **model)
         expression.submit(ui_errors(h.ground), [state, expression, ground_src, clip_dd,
                                                 device_dd, ground_combine, ground_temp,
-                                                ground_margin],
+                                                ground_margin, ground_contrast],
                           [state, ground_img, ground_table, ground_tree, ground_summary, timings],
                           **quiet, **model)
         label_btn.click(ui_errors(h.label), [state, classes, label_src, clip_dd, device_dd],

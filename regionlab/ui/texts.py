@@ -39,7 +39,10 @@ CLIP's confident but spatially blind score of the whole sentence cannot overrule
 **reference** is ReCLIP's `IPS(sentence) x tree` at `100 * cos`; **calibrated** is that product
 at the model's own logit scale. *Temperature* flattens CLIP's scores before the tree's rules
 apply; *margin*: proposals within that many logits of a noun phrase's best match count as
-equally good members (choosing a combination shows its defaults).
+equally good members; *contrast weight*: a proposal that CLIP reads as a phrase one known
+word away ("the square" when you asked for "the circle") is pushed down by that many times its
+preference (models that declare their words, such as the bundled CLIP; choosing a combination
+shows its defaults).
 """
 
 LABELLING = """**How it works: OVSeg-style labelling.** Class-agnostic masks (your regions, or

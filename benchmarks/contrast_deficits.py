@@ -1,0 +1,68 @@
+"""How surely does the CLIP read a proposal as its own noun phrase rather than a one-word
+variant? Validation diagnostic for grounding's contrastive membership.
+
+    python benchmarks/contrast_deficits.py [--scenes 80]
+
+Superlatives of a shape named alone ("the biggest circle") on validation scenes of our
+renderer at 448 px and 64 px and of the OpenCV renderer at 64 px; for each head noun phrase,
+the deficit ``l(phrase) - max l(variant)`` (regionlab.tasks.reclip_contrast) of every object,
+split into members (the named shape) and the others. Writes
+benchmarks/results/contrast_deficits.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from regionlab.shapes.expressions import generate_rec_items
+from regionlab.shapes.scenes import RenderOptions
+from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes, resolve_models
+from regionlab.tasks.reclip_contrast import deficits, variants, word_groups
+from regionlab.tasks.reclip_parser import parse_expression
+
+OUT = Path(__file__).resolve().parent / "results" / "contrast_deficits.json"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenes", type=int, default=80)
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    clip = resolve_models(None)[0]
+    groups = word_groups([clip])
+    out = {"split": "val", "n_scenes": a.scenes, "sets": {}}
+    for renderer, size in (("pil", 448), ("pil", 64), ("cv", 64)):
+        items = generate_rec_items("val", a.scenes, 0, kinds=("shape-superlative",),
+                                   renderer=renderer, options=RenderOptions(size=size))
+        mem, non = [], []
+        for it in items:
+            props = proposals_from_boxes(it.boxes, it.scene.image.shape[:2], "ground-truth")
+            f = embed_proposals(it.scene.image, props, "ips", [clip])
+            for e in it.expressions:
+                head = parse_expression(e.text).head.text
+                shape = head.split()[-1]
+                lp = f.logits(["a photo of " + head], None)[:, 0]
+                lv = f.logits(["a photo of " + v for v in variants(head, groups)], None)
+                d = deficits(lp, lv)
+                for i, o in enumerate(it.scene.objects):
+                    (mem if o.shape == shape else non).append(float(d[i]))
+        mem, non = np.array(mem), np.array(non)
+        row = {"members": {"n": len(mem), "frac_below_0": round(float((mem < 0).mean()), 4),
+                           "percentiles_5_10_25_50": np.round(
+                               np.percentile(mem, [5, 10, 25, 50]), 2).tolist()},
+               "others": {"n": len(non), "frac_above_0": round(float((non > 0).mean()), 4),
+                          "percentiles_95_90_75_50": np.round(
+                              np.percentile(non, [95, 90, 75, 50]), 2).tolist()}}
+        out["sets"][f"{renderer}-{size}"] = row
+        print(renderer, size, json.dumps(row))
+    OUT.write_text(json.dumps(out, indent=2))
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()

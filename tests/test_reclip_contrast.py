@@ -1,0 +1,120 @@
+"""Contrastive membership in grounding (regionlab.tasks.reclip_contrast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from regionlab.tasks.reclip import GroundingOptions, ProposalFeatures, Proposals, ground_features
+from regionlab.tasks.reclip_contrast import deficits, penalised, variants, word_groups
+
+GROUPS = (("red", "blue"), ("circle", "square", "star"))
+
+
+def test_variants_swap_one_known_word_at_a_time():
+    v = variants("the red circle", GROUPS)
+    assert v == ["the blue circle", "the red square", "the red star"]
+    assert variants("The Circle on the left", GROUPS) == ["the square on the left",
+                                                          "the star on the left"]
+    assert variants("the shape", GROUPS) == []
+    assert variants("the circled area", GROUPS) == []  # whole words only
+
+
+def test_deficits_and_penalty():
+    d = deficits(np.array([5.0, 2.0, 1.0]), np.array([[3.0, 1.0], [4.0, 0.0], [0.5, 0.9]]))
+    assert d == pytest.approx([2.0, -2.0, 0.1])
+    assert penalised(np.array([5.0, 2.0, 1.0]), d, 3.0) == pytest.approx([5.0, -4.0, 1.0])
+    assert np.all(np.isinf(deficits(np.zeros(2), np.zeros((2, 0)))))
+
+
+class _TextCLIP:
+    """Texts map to fixed unit vectors: "circle" along x, "square" along y."""
+
+    name = "text-fake"
+    logit_scale = 10.5
+
+    def __init__(self, groups=(("circle", "square"),)):
+        self.word_groups = groups
+
+    def encode_texts(self, texts):
+        vec = {"circle": [1.0, 0.0, 0.0], "square": [0.0, 1.0, 0.0]}
+        return torch.tensor([next(v for w, v in vec.items() if w in t) for t in texts])
+
+
+def _features(clip) -> ProposalFeatures:
+    # two circles (small at the left, medium) and one big square that the text "the circle"
+    # ranks within the margin of the circles (7.4 logits behind) but that prefers "the square"
+    # by 7.4 logits when read, beyond the tolerance
+    emb = F.normalize(torch.tensor([[1.0, 0.1, 0.0], [0.3, 1.0, 0.0], [1.0, 0.1, 0.0]]), dim=-1)
+    boxes = np.array([[0, 40, 10, 50], [40, 0, 100, 60], [20, 30, 45, 55]], float)
+    return ProposalFeatures([clip], [emb[None]], Proposals(boxes, source="ground-truth"),
+                            (100, 100), "ips", {})
+
+
+def test_contrast_keeps_a_look_alike_of_another_class_out():
+    feats = _features(_TextCLIP())
+    off = ground_features(feats, "the biggest circle", GroundingOptions(contrast=0.0))
+    on = ground_features(feats, "the biggest circle", GroundingOptions())
+    assert off.index == 1  # the square is within the margin and the biggest
+    assert on.index == 2   # the medium circle
+
+
+def test_models_without_word_groups_are_unchanged():
+    feats = _features(_TextCLIP(groups=()))
+    assert word_groups(feats.clips) == ()
+    a = ground_features(feats, "the biggest circle", GroundingOptions(contrast=0.0))
+    b = ground_features(feats, "the biggest circle", GroundingOptions(contrast=4.0))
+    assert a.probs == b.probs
+
+
+def test_bundled_clip_declares_its_colours_and_shapes(bundled_clip):
+    groups = word_groups([bundled_clip])
+    assert ("circle", "square", "triangle", "star", "cross") in groups
+    assert any("red" in g for g in groups)
+
+
+def test_contrast_option_is_checked():
+    from regionlab.errors import InputError
+
+    with pytest.raises(InputError, match="contrast"):
+        GroundingOptions(contrast=-1.0).checked()
+    assert GroundingOptions(combine="reference").effective_contrast == 0.0
+
+
+def test_no_match_warning_fires_only_when_every_candidate_prefers_a_variant():
+    from regionlab.tasks.reclip import NO_MATCH_DEFICIT, no_match_warning
+
+    far = -NO_MATCH_DEFICIT - 1.0
+    contrast = {"a photo of the red star": (np.array([far, far - 2.0]),
+                                            ["the purple star", "the red cross"])}
+    msg = no_match_warning(contrast, "a photo of the red star", "the red star")
+    assert "no candidate looks like 'the red star'" in msg and "'the purple star'" in msg
+    assert "candidate 0" in msg
+    near = {"a photo of the red star": (np.array([far, -NO_MATCH_DEFICIT + 0.5]), ["x", "y"])}
+    assert no_match_warning(near, "a photo of the red star", "the red star") is None
+    # a dropped candidate (area prior) does not count as a match
+    kept = no_match_warning(near, "a photo of the red star", "the red star",
+                            keep=np.array([True, False]))
+    assert kept is not None and "candidate 0" in kept
+    assert no_match_warning({}, "a photo of the red star", "the red star") is None
+
+
+def test_app_example_scene_says_when_nothing_fits(bundled_clip):
+    """Example scene 38 has a purple star and a green star but no red one: grounding still
+    answers, and says that nothing looks like a red star; asking for what is there stays
+    silent."""
+    from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes
+    from regionlab.ui import examples
+
+    sc = examples.scene(38)
+    assert "red star" not in [o.label for o in sc.objects]
+    boxes = np.asarray([o.box for o in sc.objects], float)
+    feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2], "gt"),
+                            "ips", [bundled_clip])
+    missing = ground_features(feats, "the red star")
+    assert any("no candidate looks like 'the red star'" in w for w in missing.warnings)
+    for o in sc.objects:
+        res = ground_features(feats, f"the {o.label}")
+        assert not any("no candidate" in w for w in res.warnings), o.label
