@@ -118,3 +118,20 @@ def test_app_example_scene_says_when_nothing_fits(bundled_clip):
     for o in sc.objects:
         res = ground_features(feats, f"the {o.label}")
         assert not any("no candidate" in w for w in res.warnings), o.label
+
+
+def test_missing_anchor_is_named_too(bundled_clip):
+    """"the shape above the blue circle" on a scene without a blue circle (example scene 30)
+    names the anchor that nothing fits."""
+    from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes
+    from regionlab.ui import examples
+
+    sc = examples.scene(30)
+    assert "blue circle" not in [o.label for o in sc.objects]
+    boxes = np.asarray([o.box for o in sc.objects], float)
+    feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2], "gt"),
+                            "ips", [bundled_clip])
+    res = ground_features(feats, "the shape above the blue circle")
+    assert any("no candidate looks like 'the blue circle'" in w for w in res.warnings)
+    red = ground_features(feats, "the shape above the red cross")
+    assert not any("no candidate" in w for w in red.warnings)

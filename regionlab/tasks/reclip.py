@@ -551,7 +551,7 @@ class GroundingResult:
     """The chosen proposal and everything needed to explain the choice.
 
     ``warnings``: what the model cannot know (words outside its vocabulary) or cannot find
-    (no candidate fits the head noun phrase), for the user;
+    (no candidate fits a noun phrase of the parse: the head or an anchor), for the user;
     ``indices``: the chosen proposals, best first (one, or N for "the two people on the left");
     ``probs``: final distribution over proposals; ``ips_probs``: IPS of the full expression;
     ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
@@ -660,8 +660,8 @@ NO_MATCH_DEFICIT = 2.0
 
 
 def no_match_warning(contrast: dict, head_text: str, phrase: str, keep=None) -> str | None:
-    """A warning when no (kept) proposal fits the head noun phrase: every one prefers a
-    phrase one known word away by more than :data:`NO_MATCH_DEFICIT` logits."""
+    """A warning when no (kept) proposal fits a noun phrase: every one prefers a phrase one
+    known word away by more than :data:`NO_MATCH_DEFICIT` logits."""
     if head_text not in contrast:
         return None
     d, preferred = contrast[head_text]
@@ -749,9 +749,8 @@ def ground_features(features: ProposalFeatures, expression: str,
                 final = dists[0]
                 notes.append("IPS(full) * p_tree vanished: using p_tree alone")
     timing["tree_s"] = time.perf_counter() - t0
-    if tree is not None and not tree.head.generic and tree.head.text:
-        miss = no_match_warning(contrast, opts.prompt + tree.head.text.lower(),
-                                tree.head.text, keep)
+    for phrase in dict.fromkeys(e.text for e in entities):  # the head first, then anchors
+        miss = no_match_warning(contrast, opts.prompt + phrase.lower(), phrase, keep)
         if miss:
             warnings.append(miss)
     index = int(np.argmax(final))  # the lowest index wins ties (duplicate boxes)
