@@ -291,14 +291,15 @@ def make_proposals(image: np.ndarray, proposals) -> Proposals:
 
 COMBINES = ("tree", "calibrated", "reference")
 #: Softmax temperature, membership margin and contrast weight per combination. "tree":
-#: chosen on validation scenes of the bundled CLIP (stage 15), every expression kind, 400 at
-#: 64 px (the training scale) and 200 at 448 px (the app's): ``python
-#: benchmarks/reclip_shapes.py --tune``; rule fixed before the run: best spatial accuracy
-#: averaged over the two sizes, ties to the smaller margin, then temperature, then contrast
-#: weight. Chosen: T 1, margin 12, contrast 0.5: 97.5% / 97.9% (without contrast the best
-#: was T 1, margin 6: 95.5% / 95.7%; superlatives of a shape named alone, "the biggest
-#: circle": 98.8% / 100% vs 90.0% / 90.0%; reference 76.4% / 73.2%). Earlier: stage 13 T 1,
-#: margin 8; stage 10 T 4, margin 6 (64 px only, no contrast).
+#: chosen for the bundled CLIP (stage 15) on validation scenes, every expression kind: our
+#: renderer at 64 px (the training scale, 400 scenes) and 448 px (the app's, 200) and the
+#: OpenCV renderer at 64 px (400): ``python benchmarks/reclip_shapes.py --tune``; rule fixed
+#: before the run: best spatial accuracy averaged over the three, ties to the smaller margin,
+#: then temperature, contrast weight, tolerance. Chosen: T 1, margin 8, contrast 0.5,
+#: tolerance 3: 95.5% (98.0 / 97.1 / 91.2%); without contrast the best was T 1, margin 6:
+#: 94.0% (95.5 / 95.7 / 90.7%); superlatives of a shape named alone ("the biggest circle")
+#: 96.2 / 95.0 / 75.0% vs 90.0 / 90.0 / 63.8%; reference 76.4 / 73.2 / 74.1%. Earlier: stage
+#: 13 T 1, margin 8; stage 10 T 4, margin 6 (our renderer at 64 px only, no contrast).
 #: "calibrated": T 24, chosen earlier on the attribute/relation/superlative kinds. With real
 #: CLIPs re-tune; the reference is ReCLIP's T 1 with no margin.
 DEFAULT_TEMPERATURE = {"tree": 1.0, "calibrated": 24.0, "reference": 1.0}
@@ -659,12 +660,13 @@ def _contrast(features: ProposalFeatures, texts: list[str], logits: np.ndarray,
 NO_MATCH_DEFICIT = 2.0
 
 
-def no_match_warning(contrast: dict, head_text: str, phrase: str, keep=None) -> str | None:
-    """A warning when no (kept) proposal fits a noun phrase: every one prefers a phrase one
-    known word away by more than :data:`NO_MATCH_DEFICIT` logits."""
-    if head_text not in contrast:
+def no_match_warning(contrast: dict, text: str, phrase: str, keep=None) -> str | None:
+    """A warning when no (kept) proposal fits the noun phrase ``phrase`` (prompted: ``text``,
+    a key of ``contrast``): every one prefers a phrase one known word away by more than
+    :data:`NO_MATCH_DEFICIT` logits."""
+    if text not in contrast:
         return None
-    d, preferred = contrast[head_text]
+    d, preferred = contrast[text]
     d = np.where(keep, d, -np.inf) if keep is not None else d
     best = int(np.argmax(d))
     if d[best] >= -NO_MATCH_DEFICIT:
