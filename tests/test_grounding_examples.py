@@ -125,12 +125,13 @@ def test_try_expressions_and_generic_superlatives_are_right_on_every_scene(clip,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "'the biggest circle' etc. are right 58 of 70 times with either candidates (47 before the "
-    "contrastive membership): in the failures another shape's crop prefers its own name to "
-    "the asked one by only 1.2-2.1 logits, inside the contrast tolerance of 3 that validation "
-    "scenes of the OpenCV renderer need (40% of true members there prefer a one-word variant "
-    "by up to 2.5 logits). A CLIP that reads shapes more surely on every renderer is the fix "
-    "(issue 27)"))
+    "'the biggest circle' etc. are right 60 of 70 times with the objects' boxes and 61 with "
+    "automatic candidates (47 before the contrastive membership, stage 15): on scenes 19 and "
+    "30 another shape's crop prefers its own name to the asked one by only 1.9-3.2 logits, at "
+    "or inside the contrast tolerance of 3 that validation scenes of the OpenCV renderer need "
+    "(35% of true members there prefer a one-word variant, by up to 2.7 logits), and the text "
+    "ranks it within the margin. A CLIP that reads shapes more surely on every renderer is the "
+    "fix (issue 27)"))
 @pytest.mark.parametrize("candidates", ["automatic", "objects"])
 def test_superlatives_of_each_shape_are_right_on_every_scene(clip, candidates):
     """"The biggest circle", "the leftmost star" ... on every scene."""
@@ -140,9 +141,9 @@ def test_superlatives_of_each_shape_are_right_on_every_scene(clip, candidates):
 
 
 def test_superlatives_of_each_shape_mostly_right(clip):
-    """What the strict xfail above records, kept from getting worse: at least 58 of 70."""
+    """What the strict xfail above records, kept from getting worse: at least 60 of 70."""
     wrong, checked = _grounded(clip, lambda t: not _generic(t))
-    assert checked >= 60 and checked - len(wrong) >= 58, (checked, wrong)
+    assert checked >= 60 and checked - len(wrong) >= 60, (checked, wrong)
 
 
 def test_biggest_and_smallest_differ_on_every_scene(clip):

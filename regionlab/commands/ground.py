@@ -50,7 +50,8 @@ def add_arguments(p) -> None:
     p.add_argument("--contrast", type=float, default=None,
                    help="contrastive membership weight: a proposal that CLIP reads as a phrase "
                         "one known word away ('the square' for 'the circle') is lowered by "
-                        "this times its preference (default: 0.5 for tree, 0 else; only models "
+                        "this times its preference beyond 3 logits (default: 1 for tree, 0 else; "
+                        "only models "
                         "that declare word groups, such as the bundled CLIP)")
 
 
