@@ -51,8 +51,7 @@ def add_arguments(p) -> None:
                    help="contrastive membership weight: a proposal that CLIP reads as a phrase "
                         "one known word away ('the square' for 'the circle') is lowered by "
                         "this times its preference beyond 3 logits (default: 1 for tree, 0 else; "
-                        "only models "
-                        "that declare word groups, such as the bundled CLIP)")
+                        "only models that declare word groups, such as the bundled CLIP)")
 
 
 def item_from_args(args, manifest: bool) -> dict:

@@ -39,8 +39,9 @@ def word_groups(clips) -> tuple[tuple[str, ...], ...]:
 
 
 def variants(text: str, groups) -> list[str]:
-    """``text`` with one word replaced by each other word of its group (first occurrence of
-    each word; words in no group are kept). Empty when no word of ``text`` is in a group."""
+    """``text`` with one word replaced by each other word of its group (each occurrence of a
+    grouped word in turn; other words are kept). Empty when no word of ``text`` is in a
+    group."""
     lower = text.lower()
     spans = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(lower)]
     out: list[str] = []

@@ -264,8 +264,8 @@ def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
            device: str | None = None, combine: str = "tree", temperature=None, margin=None,
            contrast=None):
     """ReCLIP grounding of ``expression`` among ``boxes`` (None: automatic proposals);
-    ``combine``/``temperature``/``margin``/``contrast`` as in :class:`regionlab.tasks.reclip.GroundingOptions`
-    (None: the combination's default)."""
+    ``combine``/``temperature``/``margin``/``contrast`` as in
+    :class:`regionlab.tasks.reclip.GroundingOptions` (None: the combination's default)."""
     from ..tasks.reclip import GroundingOptions
 
     fn = require("ground")
