@@ -101,18 +101,23 @@ def test_no_match_warning_fires_only_when_every_candidate_prefers_a_variant():
     assert no_match_warning({}, "a photo of the red star", "the red star") is None
 
 
+def _example_scene_features(seed: int, clip):
+    """An app example scene and its objects' boxes embedded as grounding candidates."""
+    from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes
+    from regionlab.ui import examples
+
+    sc = examples.scene(seed)
+    boxes = np.asarray([o.box for o in sc.objects], float)
+    return sc, embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2], "gt"),
+                               "ips", [clip])
+
+
 def test_app_example_scene_says_when_nothing_fits(bundled_clip):
     """Example scene 38 has a purple star and a green star but no red one: grounding still
     answers, and says that nothing looks like a red star; asking for what is there stays
     silent."""
-    from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes
-    from regionlab.ui import examples
-
-    sc = examples.scene(38)
+    sc, feats = _example_scene_features(38, bundled_clip)
     assert "red star" not in [o.label for o in sc.objects]
-    boxes = np.asarray([o.box for o in sc.objects], float)
-    feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2], "gt"),
-                            "ips", [bundled_clip])
     missing = ground_features(feats, "the red star")
     assert any("no candidate looks like 'the red star'" in w for w in missing.warnings)
     for o in sc.objects:
@@ -123,14 +128,8 @@ def test_app_example_scene_says_when_nothing_fits(bundled_clip):
 def test_missing_anchor_is_named_too(bundled_clip):
     """"the shape above the blue circle" on a scene without a blue circle (example scene 30)
     names the anchor that nothing fits."""
-    from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes
-    from regionlab.ui import examples
-
-    sc = examples.scene(30)
+    sc, feats = _example_scene_features(30, bundled_clip)
     assert "blue circle" not in [o.label for o in sc.objects]
-    boxes = np.asarray([o.box for o in sc.objects], float)
-    feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2], "gt"),
-                            "ips", [bundled_clip])
     res = ground_features(feats, "the shape above the blue circle")
     assert any("no candidate looks like 'the blue circle'" in w for w in res.warnings)
     red = ground_features(feats, "the shape above the red cross")
