@@ -22,7 +22,7 @@ import torch
 from regionlab.shapes.expressions import generate_rec_items
 from regionlab.shapes.scenes import RenderOptions
 from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes, resolve_models
-from regionlab.tasks.reclip_contrast import deficits, variants, word_groups
+from regionlab.tasks.reclip_contrast import phrase_deficits, word_groups
 from regionlab.tasks.reclip_parser import parse_expression
 
 OUT = Path(__file__).resolve().parent / "results" / "contrast_deficits.json"
@@ -46,9 +46,7 @@ def main() -> None:
             for e in it.expressions:
                 head = parse_expression(e.text).head.text
                 shape = head.split()[-1]
-                lp = f.logits(["a photo of " + head], None)[:, 0]
-                lv = f.logits(["a photo of " + v for v in variants(head, groups)], None)
-                d = deficits(lp, lv)
+                d, _ = phrase_deficits(f, head, groups)
                 for i, o in enumerate(it.scene.objects):
                     (mem if o.shape == shape else non).append(float(d[i]))
         mem, non = np.array(mem), np.array(non)

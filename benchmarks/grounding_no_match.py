@@ -32,7 +32,7 @@ from regionlab.tasks.reclip import (
     proposals_from_boxes,
     resolve_models,
 )
-from regionlab.tasks.reclip_contrast import deficits, variants, word_groups
+from regionlab.tasks.reclip_contrast import phrase_deficits, word_groups
 
 THRESHOLDS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,10 +55,9 @@ def scene_rows(scene, clip, opts, groups, rng) -> list[dict]:
                         "shape"))
     rows = []
     for text, present, kind in phrases:
-        lp = feats.logits([opts.prompt + text], None)[:, 0]
-        lv = feats.logits([opts.prompt + v for v in variants(text, groups)], None)
+        d, _ = phrase_deficits(feats, text, groups, opts.prompt)
         rows.append({"text": text, "present": present, "kind": kind,
-                     "best_deficit": float(deficits(lp, lv).max())})
+                     "best_deficit": float(d.max())})
     return rows
 
 

@@ -134,3 +134,13 @@ def test_missing_anchor_is_named_too(bundled_clip):
     assert any("no candidate looks like 'the blue circle'" in w for w in res.warnings)
     red = ground_features(feats, "the shape above the red cross")
     assert not any("no candidate" in w for w in red.warnings)
+
+
+def test_phrase_deficits_reads_each_proposal_against_the_variants():
+    from regionlab.tasks.reclip_contrast import phrase_deficits
+
+    feats = _features(_TextCLIP())
+    d, preferred = phrase_deficits(feats, "the circle", feats.clips[0].word_groups, scale=None)
+    assert d[0] > 0 and d[2] > 0 and d[1] < -3  # the square's crop prefers "the square"
+    assert preferred[1] == "the square"
+    assert phrase_deficits(feats, "the shape", feats.clips[0].word_groups) is None

@@ -628,13 +628,13 @@ def unknown_note(clips, words: list[str]) -> str:
             f"'Real weights')")
 
 
-def _contrast(features: ProposalFeatures, texts: list[str], logits: np.ndarray,
-              scaled: np.ndarray, opts: GroundingOptions) -> dict[str, tuple]:
+def _contrast(features: ProposalFeatures, texts: list[str], scaled: np.ndarray,
+              opts: GroundingOptions) -> dict[str, tuple]:
     """Lower each noun phrase's (columns 1..) logits in ``scaled`` by the contrastive
     membership penalty (:mod:`.reclip_contrast`); returns {text: (deficit per proposal, the
     variant each proposal prefers)}. Deficits are computed whenever the models declare word
     groups (they also say when nothing fits); the penalty only with a positive weight."""
-    from .reclip_contrast import deficits, penalised, variants, word_groups
+    from .reclip_contrast import penalised, phrase_deficits, word_groups
 
     weight = opts.effective_contrast
     groups = word_groups(features.clips)
@@ -644,14 +644,13 @@ def _contrast(features: ProposalFeatures, texts: list[str], logits: np.ndarray,
     prompt = opts.prompt
     for k, text in enumerate(texts[1:], start=1):
         phrase = text[len(prompt):] if text.startswith(prompt) else text
-        alts = variants(phrase, groups)
-        if not alts:
+        found = phrase_deficits(features, phrase, groups, prompt, opts.effective_logit_scale)
+        if found is None:
             continue
-        lv = features.logits([prompt + v for v in alts], opts.effective_logit_scale)
-        d = deficits(logits[:, k], lv)
         if weight > 0:
-            scaled[:, k] = penalised(scaled[:, k], d, weight, opts.effective_contrast_tolerance)
-        out[text] = (d, [alts[j] for j in lv.argmax(axis=1)])
+            scaled[:, k] = penalised(scaled[:, k], found[0], weight,
+                                     opts.effective_contrast_tolerance)
+        out[text] = found
     return out
 
 
@@ -721,7 +720,7 @@ def ground_features(features: ProposalFeatures, expression: str,
     timing["text_s"] = time.perf_counter() - t0
     scaled = within_margin(logits, opts.effective_margin, keep)
     scaled[:, 0] = logits[:, 0]  # the full expression's IPS is CLIP's own answer: no margin
-    contrast = _contrast(features, texts, logits, scaled, opts)
+    contrast = _contrast(features, texts, scaled, opts)
     probs_by_text = softmax_over_proposals(scaled / opts.effective_temperature, keep)
     ips = probs_by_text[:, 0]
     used = bool(opts.use_parser and tree is not None and tree.uses_spatial)

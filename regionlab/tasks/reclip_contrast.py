@@ -67,6 +67,20 @@ def deficits(logits_phrase: np.ndarray, logits_variants: np.ndarray) -> np.ndarr
     return lp - lv.reshape(len(lp), -1).max(axis=1)
 
 
+def phrase_deficits(features, phrase: str, groups, prompt: str = "a photo of ",
+                    scale: float | None = None) -> tuple[np.ndarray, list[str]] | None:
+    """Deficit of ``phrase`` on every proposal of ``features`` (a
+    :class:`~regionlab.tasks.reclip.ProposalFeatures`) and the variant each proposal prefers,
+    both prompted with ``prompt`` and scored at ``scale`` (None: each model's own); None when
+    no word of the phrase is in a group."""
+    alts = variants(phrase, groups)
+    if not alts:
+        return None
+    lp = features.logits([prompt + phrase], scale)[:, 0]
+    lv = features.logits([prompt + v for v in alts], scale)
+    return deficits(lp, lv), [alts[j] for j in lv.argmax(axis=1)]
+
+
 def penalised(logits_phrase: np.ndarray, deficit: np.ndarray, weight: float,
               tolerance: float = 0.0) -> np.ndarray:
     """The phrase's logits lowered by ``weight * max(0, -deficit - tolerance)``."""
