@@ -11,7 +11,9 @@ image embedding, masked crop, crop) with the bundled CLIP, then
   bundled CLIP classifies zero-shot among the 30 classes: match = the object's class.
 Chance: 1/30 for a class, 1/6 colour, 1/5 shape. Ceiling of the generation check: the same
 CLIP classifying REAL held-out images of the generator's training distribution (single-object
-scenes), reported as ``real_image_ceiling``. Writes
+scenes), reported as ``real_image_ceiling``, and held-out canonical views
+(``regionlab.shapes.views.canonical_view``: what a generator trained with ``--targets
+canonical`` learns to draw), ``canonical_target_ceiling``. Writes
 benchmarks/results/caption_generate_shapes.json and prints a markdown table.
 """
 
@@ -33,7 +35,7 @@ from regionlab.models.captioner import CaptionOptions
 from regionlab.region.baselines import region_embeddings
 from regionlab.shapes.captions import parse_caption
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
-from regionlab.shapes.views import validation_views
+from regionlab.shapes.views import VAL_NAMESPACE, canonical_views, validation_views
 from regionlab.shapes.vocab import CLASSES
 
 ROOT = Path(__file__).resolve().parent
@@ -58,6 +60,10 @@ def table(res: dict) -> str:
     if "real_image_ceiling" in res:
         c = res["real_image_ceiling"]
         lines.append(f"| (ceiling: real images of the generator's training distribution) | | | | "
+                     f"{100 * c['class']:.1f} | {100 * c['colour']:.1f} | {100 * c['shape']:.1f} |")
+    if "canonical_target_ceiling" in res:
+        c = res["canonical_target_ceiling"]
+        lines.append(f"| (ceiling: canonical views, the targets of --targets canonical) | | | | "
                      f"{100 * c['class']:.1f} | {100 * c['colour']:.1f} | {100 * c['shape']:.1f} |")
     return "\n".join(lines)
 
@@ -119,12 +125,15 @@ def main() -> None:
         print(method, json.dumps({k: v for k, v in out["methods"][method].items()
                                   if k != "caption"}), flush=True)
     real = validation_views(300, a.seed)
-    got = [CLASSES[i].split() for i in classify(clip, list(real.images))]
-    want = [CLASSES[i].split() for i in real.labels]
-    out["real_image_ceiling"] = {
-        "class": float(np.mean([g == w for g, w in zip(got, want)])),
-        "colour": float(np.mean([g[0] == w[0] for g, w in zip(got, want)])),
-        "shape": float(np.mean([g[1] == w[1] for g, w in zip(got, want)])), "n": len(want)}
+    targets = canonical_views(real.labels, a.seed, namespace=VAL_NAMESPACE)
+    for key, images in (("real_image_ceiling", real.images),
+                        ("canonical_target_ceiling", targets)):
+        got = [CLASSES[i].split() for i in classify(clip, list(images))]
+        want = [CLASSES[i].split() for i in real.labels]
+        out[key] = {
+            "class": float(np.mean([g == w for g, w in zip(got, want)])),
+            "colour": float(np.mean([g[0] == w[0] for g, w in zip(got, want)])),
+            "shape": float(np.mean([g[1] == w[1] for g, w in zip(got, want)])), "n": len(want)}
     out.update({
         "regions": len(labels), "scenes": a.scenes, "split": "test", "seed": a.seed,
         "caption_options": {"beams": a.beams},

@@ -1,23 +1,27 @@
 """Why are images generated from region embeddings unconvincing? (issue 28, item 1)
 
-    python benchmarks/generation_diagnosis.py [--n 150] [--bank 3000] [--steps 20]
+    python benchmarks/generation_diagnosis.py [--n 150] [--bank 3000] [--steps 20] [--split val]
 
 The bundled generator is conditioned on four kinds of embedding, all by the bundled CLIP:
 (a) the embedding of the very kind of image it was trained to reproduce (held-out single-object
 views, ``regionlab.shapes.views.validation_views``); (b) the masked crop of one object of a
-held-out multi-object scene (test split, 2-4 objects); (c) MaskInversion of that object;
+held-out multi-object scene (``--split``: test, or val for decisions; 2-4 objects); (c)
+MaskInversion of that object;
 (d) the global embedding of that multi-object scene. One image per embedding (same seed per
 index for every condition) is classified zero-shot by the CLIP: class, colour and shape right
 (for (d): the class of any object of the scene). Beside it, how far each kind of embedding lies
 from what the generator was trained on: the cosine to the nearest of ``--bank`` training
 embeddings (the shipped generator's training views: single-object scenes, seed 0, in order) and
-the raw norm. Writes benchmarks/results/generation_diagnosis.json.
+the raw norm. Writes benchmarks/results/generation_diagnosis.json (test) or
+generation_diagnosis_val.json (``_mpl`` with ``--renderer mpl``: b-d on the matplotlib renderer's
+scenes, the shift set); ``REGIONLAB_SHAPES_GENERATOR`` picks other generator weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from regionlab.eval.shapes_regions import classify
+from regionlab.eval.shapes_regions import classify, other_renderer_scenes
 from regionlab.models import load, load_clip
 from regionlab.region.baselines import region_embeddings
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
@@ -48,6 +52,12 @@ def main() -> None:
     p.add_argument("--bank", type=int, default=3000, help="training embeddings to compare with")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--split", choices=("val", "test"), default="test",
+                   help="scenes of b-d (a: always the held-out single-object views); val "
+                        "writes generation_diagnosis_val.json (decisions), test the reported one")
+    p.add_argument("--renderer", choices=("pil", "mpl"), default="pil",
+                   help="scenes of b-d: ours, or the matplotlib renderer that nothing is trained "
+                        "or tuned on (the shift set; writes generation_diagnosis_mpl.json)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -60,7 +70,10 @@ def main() -> None:
     cond: dict[str, dict] = {"a: training-like image": {
         "emb": raw_embeddings(clip, val.images), "labels": [[CLASSES[i]] for i in val.labels]}}
     labels, scene_labels = [], []
-    scenes = generate_scenes("test", a.n, seed=7, options=RenderOptions(min_objects=2))
+    if a.renderer == "pil":
+        scenes = generate_scenes(a.split, a.n, seed=7, options=RenderOptions(min_objects=2))
+    else:
+        scenes = other_renderer_scenes(a.n, a.split, seed=7, renderer=a.renderer)
     embs = {"masked-crop": [], "maskinversion": [], "global": []}
     for s in scenes:
         masks = np.stack([o.mask for o in s.objects])
@@ -100,12 +113,16 @@ def main() -> None:
         }
         print(name, json.dumps(out["conditions"][name]), flush=True)
     out.update({"bank": a.bank, "steps": a.steps, "guidance": gen.defaults.get("guidance"),
+                "split": a.split, "renderer": a.renderer,
+                "generator": str(getattr(gen, "path", "") or os.environ.get(
+                    "REGIONLAB_SHAPES_GENERATOR", "bundled")),
                 "command": f"python benchmarks/generation_diagnosis.py --n {a.n} --bank {a.bank} "
-                           f"--steps {a.steps}",
+                           f"--steps {a.steps} --split {a.split} --renderer {a.renderer}",
                 "machine": {"platform": platform.platform(), "torch": torch.__version__,
                             "threads": a.threads},
                 "wall_seconds": round(time.time() - t0, 1)})
-    path = ROOT / "results" / "generation_diagnosis.json"
+    name = "generation_diagnosis" + ("" if a.renderer == "pil" else f"_{a.renderer}")
+    path = ROOT / "results" / f"{name}{'' if a.split == 'test' else '_val'}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print("| conditioning embedding | n | class | colour | shape | cos to nearest training "
           "embedding (mean, p10) | norm |")

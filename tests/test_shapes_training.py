@@ -449,3 +449,20 @@ def test_recipe_compares_every_rerun_stage_with_its_record(tmp_path):
     assert summary["stage3"]["identical"] == summary["stage3"]["compared"] > 5
     assert summary["generator2"]["compared"] - summary["generator2"]["identical"] == 1
     assert summary["generator2"]["max_abs_difference"] == pytest.approx(0.5)
+
+
+def test_generator_canonical_targets_with_maskinversion_views(tmp_path, capsys):
+    """``--targets canonical`` trains on canonical views of each view's class, and may add
+    MaskInversion embeddings (which have no image of their own: refused without it)."""
+    from regionlab.training import train_generator
+
+    tiny = ["--steps", "1", "--scenes", "4", "--batch", "2", "--eval-n", "2", "--threads", "1",
+            "--channels", "32,64"]
+    with pytest.raises(SystemExit):
+        train_generator.main(tiny + ["--mi", "2", "--out", str(tmp_path / "x")])
+    assert "--mi needs --targets canonical" in capsys.readouterr().err
+    train_generator.main(tiny + ["--targets", "canonical", "--mi", "2",
+                                 "--out", str(tmp_path / "c")])
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["targets"] == "canonical" and record["mi"] == 2
+    assert (tmp_path / "c.safetensors").exists()

@@ -6,8 +6,10 @@ Every generator reads the embeddings of one specific CLIP (``LoadedGenerator.cli
 - ``stable-unclip-l``: the "small" Stable unCLIP 2.1, reads OpenAI ViT-L/14 embeddings.
 - ``kandinsky-2.2``: Kandinsky 2.2's decoder (``KandinskyV22Pipeline``, ``image_embeds``),
   reads OpenCLIP ViT-bigG/14 embeddings, 512 px.
-- ``shapes-generator``: a small pixel-space diffusion model trained here on ShapesWorld
-  single-object scenes, conditioned on the bundled ``shapes-clip`` embedding, 64 px.
+- ``shapes-generator``: a small pixel-space diffusion model trained here on ShapesWorld,
+  conditioned on the bundled ``shapes-clip`` embedding, 64 px; it draws the embedded object's
+  class in a canonical pose (centred, upright: ``regionlab.shapes.views.canonical_view``),
+  not the region's position or rotation.
 
 Loaded generators are read-only: each call builds its own scheduler, so concurrent calls do
 not interfere. ``generate(embedding, n, seed, steps, guidance, progress)`` returns PIL images.

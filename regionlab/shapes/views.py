@@ -111,3 +111,43 @@ def validation_views(n: int, seed: int = 0, min_scale: float = GENERATOR_MIN_SCA
                      ) -> ObjectViews:
     """The held-out single-object scenes the generator's recorded metrics are measured on."""
     return object_views(n, 0, 0, seed=seed, namespace=VAL_NAMESPACE, min_scale=min_scale)
+
+
+#: Rotation that stands each shape upright (``shape_polygon`` puts a vertex at the top):
+#: squares axis-aligned, triangles and stars on a point, crosses as a plus sign.
+UPRIGHT = {"circle": 0.0, "square": np.pi / 4, "triangle": 0.0, "star": 0.0, "cross": 0.0}
+
+
+def canonical_view(colour: str, shape: str, rng: np.random.Generator, size: int = SIZE,
+                   antialias: int = 4) -> np.ndarray:
+    """One object of class (``colour``, ``shape``) as a generator target: centred (+-4% of the
+    side), upright (+-10 degrees), radius 30-38% of the side, on a solid or gradient
+    desaturated background; the colour shade drawn as ``render_scene`` draws it."""
+    from PIL import ImageDraw
+
+    from .scenes import _background, _colour_rgb, _shape_area_factor, shape_polygon
+
+    canvas = _background(rng, "solid" if rng.uniform() < 0.5 else "gradient", size)
+    r = rng.uniform(0.30, 0.38) * size * min(_shape_area_factor(shape), 1.08)
+    cx, cy = size / 2 + rng.uniform(-0.04, 0.04, 2) * size
+    rot = UPRIGHT[shape] + np.deg2rad(rng.uniform(-10, 10))
+    big = size * antialias
+    layer = Image.new("L", (big, big), 0)
+    ImageDraw.Draw(layer).polygon(
+        [(x * antialias, y * antialias) for x, y in shape_polygon(shape, cx, cy, r, rot)],
+        fill=255)
+    alpha = np.asarray(layer.resize((size, size), Image.Resampling.BOX), np.float64)[..., None]
+    rgb = np.array(_colour_rgb(rng, colour, 1.0), dtype=np.float64)
+    out = canvas * (1 - alpha / 255) + rgb[None, None] * (alpha / 255)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def canonical_views(labels: np.ndarray, seed: int = 0, namespace: int = SEED_NAMESPACE
+                    ) -> np.ndarray:
+    """A canonical view (:func:`canonical_view`) of each class index in ``labels``, (N, SIZE,
+    SIZE, 3) uint8; the i-th drawn from the stream ``(namespace, seed, 3, i)``."""
+    out = []
+    for i, j in enumerate(labels):
+        colour, shape = CLASSES[int(j)].split()
+        out.append(canonical_view(colour, shape, np.random.default_rng([namespace, seed, 3, i])))
+    return np.stack(out) if out else np.zeros((0, SIZE, SIZE, 3), np.uint8)

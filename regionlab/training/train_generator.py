@@ -41,17 +41,19 @@ from ..models.generator import (
     training_scheduler,
 )
 from ..shapes.views import GENERATOR_MIN_SCALE as MIN_SCALE
-from ..shapes.views import object_views, validation_views
+from ..shapes.views import canonical_views, object_views, validation_views
 from ..shapes.vocab import CLASSES
-from .decoder_data import embed, file_digest
+from .decoder_data import embed, file_digest, maskinversion_views
 from .provenance import environment
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and 90-degree rotation per image (B, 3, H, W)."""
+def augment(x: torch.Tensor, gen: torch.Generator, rotate: bool = True) -> torch.Tensor:
+    """Random horizontal flip and (``rotate``) 90-degree rotation per image (B, 3, H, W)."""
     b = x.shape[0]
     flip = torch.rand(b, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if not rotate:
+        return x
     rot = torch.randint(4, (b,), generator=gen)
     return torch.stack([torch.rot90(xi, int(k), dims=(-2, -1)) for xi, k in zip(x, rot)])
 
@@ -81,6 +83,16 @@ def main(argv=None) -> None:
     p.add_argument("--scenes", type=int, default=16000, help="single-object scenes")
     p.add_argument("--masked", type=int, default=0, help="masked crops of objects")
     p.add_argument("--context", type=int, default=0, help="context crops of objects")
+    p.add_argument("--mi", type=int, default=0,
+                   help="MaskInversion embeddings of objects of multi-object scenes (needs "
+                        "--targets canonical: they have no image of their own)")
+    p.add_argument("--mi-share", type=float, default=0.0,
+                   help="share of each batch drawn from the --mi embeddings (0: uniform over "
+                        "all training embeddings)")
+    p.add_argument("--targets", choices=("scene", "canonical"), default="scene",
+                   help="what the generator learns to draw for a view's embedding: the view "
+                        "itself (scene) or a canonical view of the object's class (centred, "
+                        "upright, regionlab.shapes.views.canonical_view)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--min-scale", type=float, default=MIN_SCALE, help="smallest object radius")
     p.add_argument("--batch", type=int, default=32)
@@ -107,7 +119,15 @@ def main(argv=None) -> None:
     train = object_views(a.scenes, a.masked, a.context, seed=a.seed, min_scale=a.min_scale)
     val = validation_views(a.eval_n, a.seed, a.min_scale)
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
-    images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # uint8
+    if a.mi and a.targets != "canonical":
+        p.error("--mi needs --targets canonical")
+    labels = train.labels
+    if a.mi:
+        emb_mi, labels_mi = maskinversion_views(clip, a.mi, seed=a.seed)
+        emb_train = torch.cat([emb_train, emb_mi.to(emb_train.dtype)])
+        labels = np.concatenate([labels, labels_mi])
+    targets = canonical_views(labels, a.seed) if a.targets == "canonical" else train.images
+    images = torch.from_numpy(targets).permute(0, 3, 1, 2).contiguous()  # uint8
     t_data = time.time() - t0
     print(f"data: {len(images)} scenes in {t_data:.0f}s", flush=True)
 
@@ -130,7 +150,11 @@ def main(argv=None) -> None:
     t_train = time.time()
     for step in range(a.steps):
         idx = torch.randint(len(images), (a.batch,), generator=gen)
-        x0 = augment(images[idx].float() / 127.5 - 1, gen)
+        if a.mi and a.mi_share > 0:  # the last a.mi rows are the MaskInversion embeddings
+            from_mi = torch.rand(a.batch, generator=gen) < a.mi_share
+            mi_idx = len(images) - a.mi + torch.randint(a.mi, (a.batch,), generator=gen)
+            idx = torch.where(from_mi, mi_idx, idx)
+        x0 = augment(images[idx].float() / 127.5 - 1, gen, rotate=a.targets == "scene")
         e = emb_train[idx]
         strength = torch.rand(a.batch, 1, generator=gen) * a.noise
         e = F.normalize(e + F.normalize(torch.randn(e.shape, generator=gen), dim=-1) * strength,
@@ -166,7 +190,9 @@ def main(argv=None) -> None:
         be.copy_(bm)
     meta = {"seed": a.seed, "steps": a.steps, "steps_done": done, "batch": a.batch, "lr": a.lr,
             "channels": list(channels), "scenes": a.scenes, "masked": a.masked,
-            "context": a.context, "min_scale": a.min_scale,
+            "context": a.context, "mi": a.mi, "mi_share": a.mi_share,
+            "targets": a.targets,
+            "min_scale": a.min_scale,
             "init": str(a.init) if a.init else None,
             "cond_dropout": a.drop,
             "embedding_noise": a.noise, "ema": a.ema,

@@ -210,6 +210,7 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
                                              elem_id="rl-captions")
                 with gr.Accordion("Generate images from the region", open=False):
                     gr.HTML(_missing("generate"))
+                    gr.Markdown(texts.GENERATE)
                     with gr.Row():
                         gen_n = gr.Slider(1, 8, value=2, step=1, label="images")
                         gen_seed = gr.Number(0, label="seed", precision=0, minimum=0)

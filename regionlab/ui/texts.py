@@ -57,6 +57,10 @@ CLIP-embedding-conditioned image generator (unCLIP-style), so the text or images
 region rather than the whole picture.
 """
 
+GENERATE = """The bundled ShapesWorld generator draws *what* the region is -- its class, centred and
+upright -- not where it lies or how it is turned; under each image, the class the CLIP sees.
+"""
+
 SETTINGS = """**Settings.** Models per kind (only available ones can run; the reason is shown for
 the others), MaskInversion's engine (`autograd` differentiates through the last block,
 `factorized` uses the exact backward-free decomposition, `auto` picks the cheaper), the number
