@@ -3,7 +3,8 @@
     python scripts/screenshot_app.py [--out docs] [--chromium /usr/bin/chromium]
 
 Starts the app in-process on 127.0.0.1, loads example scene 24, clicks the red star and the
-blue circle, then runs each tab and saves ``app_<tab>.png``.
+blue circle, then runs each tab and saves ``app_<tab>.png`` (and the Generate panel's images,
+``app_generate.png``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def main() -> None:
             page.get_by_text("How it works").first.click()
             time.sleep(1.5)
             page.locator("#rl-tabs").screenshot(path=str(args.out / "app_region_embedding.png"))
+
+            page.get_by_text("Generate images from the region").click()
+            page.locator("#rl-generate").click()
+            page.wait_for_function(
+                "() => document.querySelectorAll('#rl-generated img').length >= 6",
+                timeout=120_000)
+            time.sleep(2)
+            page.locator("#rl-generated").scroll_into_view_if_needed()
+            page.locator("#rl-generated").screenshot(path=str(args.out / "app_generate.png"))
 
             page.get_by_role("tab", name="Grounding").click()
             page.get_by_label("Referring expression").fill("the biggest shape")
