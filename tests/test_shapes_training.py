@@ -461,6 +461,11 @@ def test_generator_canonical_targets_with_maskinversion_views(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_generator.main(tiny + ["--mi", "2", "--out", str(tmp_path / "x")])
     assert "--mi needs --targets canonical" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_generator.main(tiny + ["--targets", "canonical", "--mi", "2", "--mi-share", "1.5",
+                                     "--out", str(tmp_path / "y")])
+    assert "--mi-share must lie in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
     train_generator.main(tiny + ["--targets", "canonical", "--mi", "2",
                                  "--out", str(tmp_path / "c")])
     record = json.loads((tmp_path / "c.json").read_text())

@@ -5,12 +5,17 @@
 Data: single-object ShapesWorld scenes (object radius ``--min-scale`` (15%) to 20-45% of the
 image: the generator draws the region's object prominently; resized to 64 px) and their unit
 embeddings by the bundled CLIP (``shapes-clip``; ``REGIONLAB_SHAPES_CLIP`` overrides its
-weights). Model: :class:`regionlab.models.generator.ShapesDiffusion` (2 x 2 folded pixels,
-diffusers ``UNet2DModel`` at 32 x 32, embedding -> scale-shift conditioning, a small
-full-resolution refinement), DDPM v-prediction objective with a cosine noise schedule, 10%
-condition dropout (classifier-free guidance), noise on the conditioning embedding, random
-flips / 90-degree rotations of the target, and an exponential moving average of the weights
-(what is shipped). Deterministic by seed (unless
+weights); ``--masked`` / ``--context`` add crops of objects of multi-object scenes. Targets:
+the view itself (``--targets scene``), or (``--targets canonical``, the shipped generator's
+last stages) a canonical view of the object's class (centred, upright:
+:func:`regionlab.shapes.views.canonical_view`), so the embedding of any view -- also the
+MaskInversion embeddings of ``--mi`` objects of multi-object scenes, ``--mi-share`` of each
+batch -- teaches the same drawing. Model: :class:`regionlab.models.generator.ShapesDiffusion`
+(2 x 2 folded pixels, diffusers ``UNet2DModel`` at 32 x 32, embedding -> scale-shift
+conditioning, a small full-resolution refinement), DDPM v-prediction objective with a cosine
+noise schedule, 10% condition dropout (classifier-free guidance), noise on the conditioning
+embedding, random flips (and, for scene targets, 90-degree rotations) of the target, and an
+exponential moving average of the weights (what is shipped). Deterministic by seed (unless
 ``--max-minutes`` cuts the run short; the JSON then records the steps actually done).
 
 The JSON next to the weights records the wall time and held-out metrics: images generated
@@ -108,6 +113,10 @@ def main(argv=None) -> None:
                    help="start from this generator (fine-tune after the CLIP changed)")
     p.add_argument("--out", type=Path, default=Path("assets/models/shapes_generator"))
     a = p.parse_args(argv)
+    if a.mi and a.targets != "canonical":
+        p.error("--mi needs --targets canonical")
+    if not 0.0 <= a.mi_share <= 1.0:
+        p.error(f"--mi-share must lie in [0, 1], got {a.mi_share}")
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # subnormal floats late in training slow CPUs down a lot
     from ..models import load_clip
@@ -119,8 +128,6 @@ def main(argv=None) -> None:
     train = object_views(a.scenes, a.masked, a.context, seed=a.seed, min_scale=a.min_scale)
     val = validation_views(a.eval_n, a.seed, a.min_scale)
     emb_train, emb_val = embed(clip, train.images), embed(clip, val.images)
-    if a.mi and a.targets != "canonical":
-        p.error("--mi needs --targets canonical")
     labels = train.labels
     if a.mi:
         emb_mi, labels_mi = maskinversion_views(clip, a.mi, seed=a.seed)
