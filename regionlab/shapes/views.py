@@ -17,10 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .model import CONFIG
-from .scenes import RenderOptions, render_scene
+from .scenes import (
+    RenderOptions,
+    _background,
+    _colour_rgb,
+    _shape_area_factor,
+    render_scene,
+    shape_polygon,
+)
 from .vocab import CLASSES
 
 SIZE = CONFIG["vision_cfg"]["image_size"]
@@ -123,10 +130,6 @@ def canonical_view(colour: str, shape: str, rng: np.random.Generator, size: int 
     """One object of class (``colour``, ``shape``) as a generator target: centred (+-4% of the
     side), upright (+-10 degrees), radius 30-38% of the side, on a solid or gradient
     desaturated background; the colour shade drawn as ``render_scene`` draws it."""
-    from PIL import ImageDraw
-
-    from .scenes import _background, _colour_rgb, _shape_area_factor, shape_polygon
-
     canvas = _background(rng, "solid" if rng.uniform() < 0.5 else "gradient", size)
     r = rng.uniform(0.30, 0.38) * size * min(_shape_area_factor(shape), 1.08)
     cx, cy = size / 2 + rng.uniform(-0.04, 0.04, 2) * size
