@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from regionlab.eval.shapes_regions import classify, other_renderer_scenes
-from regionlab.models import load, load_clip
+from regionlab.models import get_spec, load, load_clip
 from regionlab.region.baselines import region_embeddings
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
 from regionlab.shapes.views import GENERATOR_MIN_SCALE, object_views, validation_views
@@ -114,8 +113,7 @@ def main() -> None:
         print(name, json.dumps(out["conditions"][name]), flush=True)
     out.update({"bank": a.bank, "steps": a.steps, "guidance": gen.defaults.get("guidance"),
                 "split": a.split, "renderer": a.renderer,
-                "generator": str(getattr(gen, "path", "") or os.environ.get(
-                    "REGIONLAB_SHAPES_GENERATOR", "bundled")),
+                "generator": get_spec("shapes-generator", "generator").extra["path"],
                 "command": f"python benchmarks/generation_diagnosis.py --n {a.n} --bank {a.bank} "
                            f"--steps {a.steps} --split {a.split} --renderer {a.renderer}",
                 "machine": {"platform": platform.platform(), "torch": torch.__version__,

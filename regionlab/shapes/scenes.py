@@ -146,6 +146,22 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> lis
     return pts
 
 
+def paint_shape(canvas: np.ndarray, shape: str, cx: float, cy: float, r: float, rot: float,
+                rgb: tuple[int, int, int], antialias: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``canvas`` (HxWx3 float) with the shape painted over it in ``rgb``, supersampled
+    ``antialias`` times, and the shape's coverage (HxW in [0, 1])."""
+    size, ss = canvas.shape[0], max(1, antialias)
+    layer = Image.new("L", (size * ss, size * ss), 0)
+    ImageDraw.Draw(layer).polygon(
+        [(x * ss, y * ss) for x, y in shape_polygon(shape, cx, cy, r, rot)], fill=255
+    )
+    if ss > 1:
+        layer = layer.resize((size, size), Image.Resampling.BOX)
+    alpha = np.asarray(layer, dtype=np.float64) / 255.0
+    colour = np.array(rgb, dtype=np.float64)
+    return canvas * (1 - alpha[..., None]) + colour[None, None] * alpha[..., None], alpha
+
+
 def _shape_area_factor(shape: str) -> float:
     # squares/triangles look small for the same circumradius: enlarge them a little
     return {"circle": 0.92, "square": 1.0, "triangle": 1.15, "star": 1.15, "cross": 1.0}[shape]
@@ -178,7 +194,6 @@ def render_scene(
 
     placed: list[tuple[float, float, float]] = []
     out: list[SceneObject] = []
-    big = size * ss
     for colour, shape in objects:
         for _attempt in range(200):
             r = rng.uniform(*options.scale) * size * _shape_area_factor(shape)
@@ -190,15 +205,8 @@ def render_scene(
             continue  # could not place without overlap: drop this object
         placed.append((cx, cy, r))
         rot = rng.uniform(0, 2 * math.pi)
-        layer = Image.new("L", (big, big), 0)
-        ImageDraw.Draw(layer).polygon(
-            [(x * ss, y * ss) for x, y in shape_polygon(shape, cx, cy, r, rot)], fill=255
-        )
-        if ss > 1:
-            layer = layer.resize((size, size), Image.Resampling.BOX)
-        alpha = np.asarray(layer, dtype=np.float64) / 255.0
-        rgb = np.array(_colour_rgb(rng, colour, options.colour_jitter), dtype=np.float64)
-        canvas = canvas * (1 - alpha[..., None]) + rgb[None, None] * alpha[..., None]
+        rgb = _colour_rgb(rng, colour, options.colour_jitter)
+        canvas, alpha = paint_shape(canvas, shape, cx, cy, r, rot, rgb, ss)
         mask = alpha >= 0.5
         if not mask.any():
             placed.pop()

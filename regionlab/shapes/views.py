@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .model import CONFIG
 from .scenes import (
@@ -25,8 +25,8 @@ from .scenes import (
     _background,
     _colour_rgb,
     _shape_area_factor,
+    paint_shape,
     render_scene,
-    shape_polygon,
 )
 from .vocab import CLASSES
 
@@ -134,14 +134,7 @@ def canonical_view(colour: str, shape: str, rng: np.random.Generator, size: int 
     r = rng.uniform(0.30, 0.38) * size * min(_shape_area_factor(shape), 1.08)
     cx, cy = size / 2 + rng.uniform(-0.04, 0.04, 2) * size
     rot = UPRIGHT[shape] + np.deg2rad(rng.uniform(-10, 10))
-    big = size * antialias
-    layer = Image.new("L", (big, big), 0)
-    ImageDraw.Draw(layer).polygon(
-        [(x * antialias, y * antialias) for x, y in shape_polygon(shape, cx, cy, r, rot)],
-        fill=255)
-    alpha = np.asarray(layer.resize((size, size), Image.Resampling.BOX), np.float64)[..., None]
-    rgb = np.array(_colour_rgb(rng, colour, 1.0), dtype=np.float64)
-    out = canvas * (1 - alpha / 255) + rgb[None, None] * (alpha / 255)
+    out, _ = paint_shape(canvas, shape, cx, cy, r, rot, _colour_rgb(rng, colour, 1.0), antialias)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
