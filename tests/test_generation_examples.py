@@ -2,10 +2,10 @@
 
 Every object of every example scene, as the panel does it: the MaskInversion embedding of the
 object's mask, two images from the bundled generator (default steps and guidance), and the
-class the bundled CLIP sees in each. Measured (2026-12-06): 37 of 46 images of the right class,
-45 of 46 of the right colour; the generator shipped before the canonical targets (generator9)
-drew the class in 9 of 46 (colour 42) and fails the floor, which is the measured rate less a
-margin for other machines (README "Where generation fails").
+class the bundled CLIP sees in each. Measured (2026-12-06): 34 of 46 images of the right class,
+44 of 46 of the right colour (gen_canon4: 37 and 45); the generator shipped before the canonical
+targets (generator9) drew the class in 9 of 46 (colour 42) and fails the floor, which is the
+measured rate less a margin for other machines (README "Where generation fails").
 """
 
 from __future__ import annotations
