@@ -101,8 +101,9 @@ def test_clicked_red_star_segment_invert_retrieve(client, scene24):
     res = client.predict(handle_file(emb_path), "shapes", "single", 3, api_name="/retrieve")
     top = res["top"][0]
     assert len(top) == 3 and top[0]["score"] >= top[1]["score"]
-    # The bundled CLIP's MaskInversion embedding gets the colour (22/23 objects of the example
-    # scenes) but the shape only 8/23 times: the shape is checked on the masked crop below.
+    # The bundled CLIP's MaskInversion embedding names 20 of the 23 example objects and every
+    # colour (with the objects' own masks: tests/test_region_examples.py); this mask comes from
+    # a click, so the class is checked on the masked crop below and the colour here.
     assert top[0]["label"].startswith("red ")
     cmp = client.predict(handle_file(path), [handle_file(masks[0])], "shapes",
                          ["masked-crop", "maskinversion"], api_name="/compare")
