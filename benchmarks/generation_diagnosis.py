@@ -11,10 +11,12 @@ MaskInversion of that object;
 index for every condition) is classified zero-shot by the CLIP: class, colour and shape right
 (for (d): the class of any object of the scene). Beside it, how far each kind of embedding lies
 from what the generator was trained on: the cosine to the nearest of ``--bank`` training
-embeddings (the shipped generator's training views: single-object scenes, seed 0, in order) and
-the raw norm. Writes benchmarks/results/generation_diagnosis.json (test) or
-generation_diagnosis_val.json (``_mpl`` with ``--renderer mpl``: b-d on the matplotlib renderer's
-scenes, the shift set); ``REGIONLAB_SHAPES_GENERATOR`` picks other generator weights.
+embeddings (the shipped generator's training views: single-object scenes, seed 0, in order), the
+cosine to the nearest of ``--mi-bank`` MaskInversion embeddings of training scenes (the kind
+``train_generator --mi`` adds; those of the shipped stage's seed) and the raw norm. Writes
+benchmarks/results/generation_diagnosis.json (test) or generation_diagnosis_val.json (``_mpl``
+with ``--renderer mpl``: b-d on the matplotlib renderer's scenes, the shift set);
+``REGIONLAB_SHAPES_GENERATOR`` picks other generator weights.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from regionlab.region.baselines import region_embeddings
 from regionlab.shapes.scenes import RenderOptions, generate_scenes
 from regionlab.shapes.views import GENERATOR_MIN_SCALE, object_views, validation_views
 from regionlab.shapes.vocab import CLASSES
+from regionlab.training.decoder_data import maskinversion_views
 
 ROOT = Path(__file__).resolve().parent
 
@@ -45,10 +48,19 @@ def raw_embeddings(clip, images) -> torch.Tensor:
     return torch.cat(out).float()
 
 
+def training_seed() -> int:
+    """The seed of the generator's last training stage (its record beside the weights; 0
+    without one): the seed its ``--mi`` embeddings were drawn with."""
+    record = Path(get_spec("shapes-generator", "generator").extra["path"]).with_suffix(".json")
+    return int(json.loads(record.read_text()).get("seed", 0)) if record.is_file() else 0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=150, help="embeddings per condition")
     p.add_argument("--bank", type=int, default=3000, help="training embeddings to compare with")
+    p.add_argument("--mi-bank", type=int, default=1000,
+                   help="training MaskInversion embeddings to compare with")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--split", choices=("val", "test"), default="test",
@@ -65,6 +77,8 @@ def main() -> None:
     bank = F.normalize(raw_embeddings(clip, object_views(a.bank, 0, 0, seed=0,
                                                      min_scale=GENERATOR_MIN_SCALE).images), dim=-1)
 
+    mi_seed = training_seed()
+    mi_bank = maskinversion_views(clip, a.mi_bank, seed=mi_seed)[0]
     val = validation_views(a.n, 0)
     cond: dict[str, dict] = {"a: training-like image": {
         "emb": raw_embeddings(clip, val.images), "labels": [[CLASSES[i]] for i in val.labels]}}
@@ -98,6 +112,7 @@ def main() -> None:
         pred = [CLASSES[i] for i in classify(clip, images)]
         wanted = c["labels"]
         near = (F.normalize(e, dim=-1) @ bank.T).max(-1).values
+        near_mi = (F.normalize(e, dim=-1) @ mi_bank.T).max(-1).values
         out["conditions"][name] = {
             "n": len(pred),
             "class": float(np.mean([p in w for p, w in zip(pred, wanted)])),
@@ -108,14 +123,19 @@ def main() -> None:
             "cos_to_nearest_training_embedding": {
                 "mean": float(near.mean()), "p10": float(near.quantile(0.1)),
                 "p90": float(near.quantile(0.9))},
+            "cos_to_nearest_training_maskinversion_embedding": {
+                "mean": float(near_mi.mean()), "p10": float(near_mi.quantile(0.1)),
+                "p90": float(near_mi.quantile(0.9))},
             "norm": float(e.norm(dim=-1).mean()),
         }
         print(name, json.dumps(out["conditions"][name]), flush=True)
-    out.update({"bank": a.bank, "steps": a.steps, "guidance": gen.defaults.get("guidance"),
+    out.update({"bank": a.bank, "mi_bank": a.mi_bank, "mi_bank_seed": mi_seed,
+                "steps": a.steps, "guidance": gen.defaults.get("guidance"),
                 "split": a.split, "renderer": a.renderer,
                 "generator": get_spec("shapes-generator", "generator").extra["path"],
                 "command": f"python benchmarks/generation_diagnosis.py --n {a.n} --bank {a.bank} "
-                           f"--steps {a.steps} --split {a.split} --renderer {a.renderer}",
+                           f"--mi-bank {a.mi_bank} --steps {a.steps} --split {a.split} "
+                           f"--renderer {a.renderer}",
                 "machine": {"platform": platform.platform(), "torch": torch.__version__,
                             "threads": a.threads},
                 "wall_seconds": round(time.time() - t0, 1)})
@@ -123,12 +143,15 @@ def main() -> None:
     path = ROOT / "results" / f"{name}{'' if a.split == 'test' else '_val'}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print("| conditioning embedding | n | class | colour | shape | cos to nearest training "
-          "embedding (mean, p10) | norm |")
-    print("|---|---|---|---|---|---|---|")
+          "view embedding (mean, p10) | cos to nearest training MaskInversion embedding "
+          "(mean, p10) | norm |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in out["conditions"].items():
         c = r["cos_to_nearest_training_embedding"]
+        m = r["cos_to_nearest_training_maskinversion_embedding"]
         print(f"| {name} | {r['n']} | {100 * r['class']:.1f}% | {100 * r['colour']:.1f}% | "
-              f"{100 * r['shape']:.1f}% | {c['mean']:.3f}, {c['p10']:.3f} | {r['norm']:.2f} |")
+              f"{100 * r['shape']:.1f}% | {c['mean']:.3f}, {c['p10']:.3f} | "
+              f"{m['mean']:.3f}, {m['p10']:.3f} | {r['norm']:.2f} |")
     print(f"wrote {path}")
 
 
