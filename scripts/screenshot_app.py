@@ -60,6 +60,9 @@ def main() -> None:
             wait_text(page, "body", "region 2")
             time.sleep(1.5)
             page.screenshot(path=str(args.out / "app_regions.png"))
+            # The notices (no SAM checkpoint, ...) stay in app_regions.png; hidden from the tab
+            # screenshots below, where they covered the tab's description.
+            page.add_style_tag(content=".toast-wrap { display: none !important; }")
 
             page.locator("#rl-invert").click()
             wait_text(page, "#rl-invert-status", "→")
