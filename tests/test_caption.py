@@ -282,6 +282,30 @@ def test_caption_regions_and_cli(tmp_path, capsys):
     assert "shapes-clip" in json.loads(capsys.readouterr().out)["error"]
 
 
+@needs_assets
+def test_default_caption_is_the_top_beam_and_reranking_is_asked_for(tmp_path, capsys):
+    """RERANK_WEIGHT 0 (the tuning rule's choice for the shipped captioner): the default is
+    the top beam and says so (``reranked`` False); a weight reranks, in the API and the CLI."""
+    from regionlab.cli import main
+    from regionlab.tasks.caption import RERANK_WEIGHT, caption_regions
+
+    assert RERANK_WEIGHT == 0
+    scene, masks = scene_and_masks()
+    default = caption_regions(scene.image, masks, method="masked-crop")
+    top = caption_regions(scene.image, masks, method="masked-crop", rerank=False)
+    weighted = caption_regions(scene.image, masks, method="masked-crop", rerank_weight=2.0)
+    assert default.captions == top.captions and not default.reranked and not top.reranked
+    assert weighted.reranked and len(weighted.captions) == len(masks)
+    img, mask = tmp_path / "scene.png", tmp_path / "m.png"
+    Image.fromarray(scene.image).save(img)
+    Image.fromarray(masks[0].astype(np.uint8) * 255).save(mask)
+    base = ["caption", str(img), "--mask", str(mask), "--method", "masked-crop", "--json"]
+    assert main(base + ["--rerank-weight", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["reranked"] is True
+    assert main(base + ["--rerank-weight", "2", "--no-rerank"]) == 0
+    assert json.loads(capsys.readouterr().out)["reranked"] is False
+
+
 class _TextClip:
     """encode_texts by a fixed table: lets the reranking rule be checked by hand."""
 
@@ -312,8 +336,8 @@ def test_rerank_balances_the_captioner_and_clip():
 
 
 def test_bundled_captions_name_what_retrieval_finds():
-    """Issue 27 item 5 on the app's example scenes: the reranked caption of each object's
-    masked-crop embedding names retrieval's top-1 class."""
+    """Issue 27 item 5 on the app's example scenes: the caption (the default: the top beam)
+    of each object's masked-crop embedding names retrieval's top-1 class."""
     from regionlab.models import get_spec, load_clip
     from regionlab.region.baselines import region_embeddings
     from regionlab.shapes.vocab import CLASSES

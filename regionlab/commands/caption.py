@@ -7,7 +7,7 @@ from . import as_list
 NAME = "caption"
 HELP = "caption mask regions from their region embeddings (CLIPCap-style decoder)"
 MANIFEST_KEYS = ("image (path), masks (list of mask paths), method, captioner, model, beams, "
-                 "no_rerank, "
+                 "no_rerank, rerank_weight, "
                  "sample, temperature, top_p, max_tokens, seed, engine, iterations, lr, alpha, "
                  "resolution")
 METHODS = ["maskinversion", "global", "crop", "masked-crop", "blur", "red-circle"]
@@ -41,8 +41,12 @@ def add_arguments(p) -> None:
                         "or clipcap@/path/to/weights.pt")
     p.add_argument("--beams", type=int, default=5, help="beam search width (1 = greedy)")
     p.add_argument("--no-rerank", action="store_true",
-                   help="keep the captioner's top beam (default: rerank the beams with CLIP so "
-                        "the caption names what class retrieval finds)")
+                   help="keep the captioner's top beam (whatever --rerank-weight says)")
+    p.add_argument("--rerank-weight", type=float, default=None,
+                   help="choose among the beams with CLIP at this weight, so the caption names "
+                        "what class retrieval finds (default 0 = the top beam: the bundled "
+                        "captioner's top beam agrees with retrieval more often than reranking "
+                        "keeps captions right; see README)")
     p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beams")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.9)
@@ -52,7 +56,7 @@ def add_arguments(p) -> None:
 
 def item_from_args(args, manifest: bool) -> dict:
     keys = ("method", "model", "captioner", "beams", "sample", "temperature", "top_p",
-            "max_tokens", "seed", "no_rerank", *MI_KEYS)
+            "max_tokens", "seed", "no_rerank", "rerank_weight", *MI_KEYS)
     item = {k: getattr(args, k) for k in keys}
     if not manifest:
         item["image"] = args.image
@@ -73,5 +77,6 @@ def run(item: dict, args, out_dir) -> dict:
     res = caption_regions(item["image"], masks, captioner=item.get("captioner"),
                           method=item.get("method", "maskinversion"), clip=item.get("model"),
                           options=opts, region_options=region_options(item),
-                          rerank=not item.get("no_rerank"))
+                          rerank=not item.get("no_rerank"),
+                          rerank_weight=item.get("rerank_weight"))
     return {"image": str(item["image"]), "masks": [str(m) for m in masks], **res.to_json()}
