@@ -304,6 +304,8 @@ def test_default_caption_is_the_top_beam_and_reranking_is_asked_for(tmp_path, ca
     assert json.loads(capsys.readouterr().out)["reranked"] is True
     assert main(base + ["--rerank-weight", "2", "--no-rerank"]) == 0
     assert json.loads(capsys.readouterr().out)["reranked"] is False
+    assert main(base + ["--rerank-weight", "-1"]) == 2
+    assert "rerank_weight" in json.loads(capsys.readouterr().out)["error"]
 
 
 class _TextClip:

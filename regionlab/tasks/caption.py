@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..inputs import load_image, load_masks
+from ..inputs import check_number, load_image, load_masks
 from ..models.captioner import CaptionOptions
 
 DEFAULT_CAPTIONER = "shapes-captioner"
@@ -138,12 +138,13 @@ def caption_regions(image, masks, *, captioner=None, method: str = "maskinversio
 
     t0 = time.perf_counter()
     opts = (options or CaptionOptions()).checked()
+    weight = (RERANK_WEIGHT if rerank_weight is None
+              else check_number(rerank_weight, "rerank_weight", 0.0, 1e3))
     cap = captioner if hasattr(captioner, "caption") else load_captioner(captioner)
     model = resolve_decoder_clip("captioner", cap.name, cap.clip, clip)
     img = load_image(image)
     mk = load_masks(masks, img.shape[:2])
     emb = region_embeddings(model, img, mk, method, **(region_options or {}))
-    weight = RERANK_WEIGHT if rerank_weight is None else float(rerank_weight)
     texts = caption_embeddings(np.asarray(emb.detach().float().cpu()), cap, opts,
                                rerank=model if rerank else False, weight=weight)
     return CaptionResult(texts, method, cap.name, model.name, asdict(opts),
