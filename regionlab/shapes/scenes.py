@@ -80,7 +80,7 @@ class RenderOptions:
     colour_jitter: float = 1.0
 
 
-def _colour_rgb(rng: np.random.Generator, colour: str, jitter: float) -> tuple[int, int, int]:
+def colour_rgb(rng: np.random.Generator, colour: str, jitter: float) -> tuple[int, int, int]:
     hue = COLOURS[colour] + rng.uniform(-7, 7) * jitter
     sat = 1.0 - rng.uniform(0.0, 0.3) * jitter
     val = 1.0 - rng.uniform(0.0, 0.25) * jitter
@@ -90,7 +90,7 @@ def _colour_rgb(rng: np.random.Generator, colour: str, jitter: float) -> tuple[i
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     """Desaturated backgrounds (saturation <= 0.15) so object colours stay unambiguous."""
 
     def grey_tint() -> np.ndarray:
@@ -162,7 +162,7 @@ def paint_shape(canvas: np.ndarray, shape: str, cx: float, cy: float, r: float, 
     return canvas * (1 - alpha[..., None]) + colour[None, None] * alpha[..., None], alpha
 
 
-def _shape_area_factor(shape: str) -> float:
+def shape_area_factor(shape: str) -> float:
     # squares/triangles look small for the same circumradius: enlarge them a little
     return {"circle": 0.92, "square": 1.0, "triangle": 1.15, "star": 1.15, "cross": 1.0}[shape]
 
@@ -188,7 +188,7 @@ def render_scene(
     if size < 8:
         raise ValueError(f"scene size must be >= 8 px, got {size}")
     bg_kind = options.backgrounds[rng.integers(len(options.backgrounds))]
-    canvas = _background(rng, bg_kind, size)
+    canvas = background(rng, bg_kind, size)
     if objects is None:
         objects = random_objects(rng, options.min_objects, options.max_objects)
 
@@ -196,7 +196,7 @@ def render_scene(
     out: list[SceneObject] = []
     for colour, shape in objects:
         for _attempt in range(200):
-            r = rng.uniform(*options.scale) * size * _shape_area_factor(shape)
+            r = rng.uniform(*options.scale) * size * shape_area_factor(shape)
             cx = rng.uniform(r + 1, size - r - 1) if size - 2 * r - 2 > 0 else size / 2
             cy = rng.uniform(r + 1, size - r - 1) if size - 2 * r - 2 > 0 else size / 2
             if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
@@ -205,7 +205,7 @@ def render_scene(
             continue  # could not place without overlap: drop this object
         placed.append((cx, cy, r))
         rot = rng.uniform(0, 2 * math.pi)
-        rgb = _colour_rgb(rng, colour, options.colour_jitter)
+        rgb = colour_rgb(rng, colour, options.colour_jitter)
         canvas, alpha = paint_shape(canvas, shape, cx, cy, r, rot, rgb, ss)
         mask = alpha >= 0.5
         if not mask.any():

@@ -22,11 +22,11 @@ from PIL import Image
 from .model import CONFIG
 from .scenes import (
     RenderOptions,
-    _background,
-    _colour_rgb,
-    _shape_area_factor,
+    background,
+    colour_rgb,
     paint_shape,
     render_scene,
+    shape_area_factor,
 )
 from .vocab import CLASSES
 
@@ -130,11 +130,11 @@ def canonical_view(colour: str, shape: str, rng: np.random.Generator, size: int 
     """One object of class (``colour``, ``shape``) as a generator target: centred (+-4% of the
     side), upright (+-10 degrees), radius 30-38% of the side, on a solid or gradient
     desaturated background; the colour shade drawn as ``render_scene`` draws it."""
-    canvas = _background(rng, "solid" if rng.uniform() < 0.5 else "gradient", size)
-    r = rng.uniform(0.30, 0.38) * size * min(_shape_area_factor(shape), 1.08)
+    canvas = background(rng, "solid" if rng.uniform() < 0.5 else "gradient", size)
+    r = rng.uniform(0.30, 0.38) * size * min(shape_area_factor(shape), 1.08)
     cx, cy = size / 2 + rng.uniform(-0.04, 0.04, 2) * size
     rot = UPRIGHT[shape] + np.deg2rad(rng.uniform(-10, 10))
-    out, _ = paint_shape(canvas, shape, cx, cy, r, rot, _colour_rgb(rng, colour, 1.0), antialias)
+    out, _ = paint_shape(canvas, shape, cx, cy, r, rot, colour_rgb(rng, colour, 1.0), antialias)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
