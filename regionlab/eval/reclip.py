@@ -387,6 +387,8 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
                          "margin": v.effective_margin,
                          "contrast": v.effective_contrast,
                          "contrast_tolerance": v.effective_contrast_tolerance,
+                         "contrast_gap": (v.effective_contrast_gap
+                                          if np.isfinite(v.effective_contrast_gap) else None),
                          "logit_scale": v.effective_logit_scale or "model"}
                      for k, v in variants.items()},
         "counts": {g: len(rs) for g, rs in sorted(groups.items())},

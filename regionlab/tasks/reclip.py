@@ -311,6 +311,9 @@ DEFAULT_MARGIN = {"tree": 12.0, "calibrated": 0.0, "reference": 0.0}
 DEFAULT_CONTRAST = {"tree": 1.0, "calibrated": 0.0, "reference": 0.0}
 #: Logits by which a proposal may prefer a one-word variant before the penalty starts.
 DEFAULT_CONTRAST_TOLERANCE = 3.0
+#: Logits by which a proposal may read a phrase worse than the best-reading proposal before
+#: the penalty starts (inf = no relative test).
+DEFAULT_CONTRAST_GAP = float("inf")
 
 
 @dataclass(frozen=True)
@@ -339,8 +342,9 @@ class GroundingOptions:
     meant (same-class proposals differ by a few logits that carry no spatial meaning).
     ``contrast`` None = :data:`DEFAULT_CONTRAST`: after the margin, a noun phrase's logit on
     a proposal that prefers a phrase one known word away ("the square" for "the circle") is
-    lowered by ``contrast`` times that preference beyond ``contrast_tolerance`` logits
-    (:mod:`.reclip_contrast`; ours).
+    lowered by ``contrast`` times that preference beyond ``contrast_tolerance`` logits, or
+    beyond ``contrast_gap`` logits below the proposal that reads the phrase best
+    (:mod:`.reclip_contrast`; ours; None = the defaults).
     """
 
     blur_sigma: float | None = None
@@ -355,6 +359,7 @@ class GroundingOptions:
     margin: float | None = None
     contrast: float | None = None
     contrast_tolerance: float | None = None
+    contrast_gap: float | None = None
     max_batch: int = 512
     mi_options: dict = field(default_factory=dict)
 
@@ -372,6 +377,8 @@ class GroundingOptions:
             check_number(self.contrast, "contrast", 0.0, 1e3)
         if self.contrast_tolerance is not None:
             check_number(self.contrast_tolerance, "contrast_tolerance", 0.0, 1e3)
+        if self.contrast_gap is not None and self.contrast_gap != float("inf"):
+            check_number(self.contrast_gap, "contrast_gap", 0.0, 1e3)
         check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
         if self.combine not in COMBINES:
             raise InputError(f"combine must be one of {COMBINES}, got {self.combine!r}")
@@ -397,6 +404,10 @@ class GroundingOptions:
     def effective_contrast_tolerance(self) -> float:
         return float(DEFAULT_CONTRAST_TOLERANCE if self.contrast_tolerance is None
                      else self.contrast_tolerance)
+
+    @property
+    def effective_contrast_gap(self) -> float:
+        return float(DEFAULT_CONTRAST_GAP if self.contrast_gap is None else self.contrast_gap)
 
     @property
     def effective_logit_scale(self) -> float | None:
@@ -557,7 +568,10 @@ class GroundingResult:
     ``indices``: the chosen proposals, best first (one, or N for "the two people on the left");
     ``probs``: final distribution over proposals; ``ips_probs``: IPS of the full expression;
     ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
-    relations and superlatives); ``timing`` in seconds."""
+    relations and superlatives); ``answer_reading``: how the chosen proposal reads the head
+    noun phrase against its one-word variants, ``{"phrase", "deficit", "reads_as"}`` (None
+    when the models declare no word groups or the head has no grouped word); ``timing`` in
+    seconds."""
 
     index: int
     box: list[float]
@@ -579,6 +593,7 @@ class GroundingResult:
     margin: float = 0.0
     unknown_words: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    answer_reading: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -596,6 +611,7 @@ class GroundingResult:
             "combine": self.combine,
             "unknown_words": self.unknown_words,
             "warnings": self.warnings,
+            "answer_reading": self.answer_reading,
             "temperature": self.temperature,
             "margin": self.margin,
             "expression": self.expression,
@@ -629,7 +645,7 @@ def unknown_note(clips, words: list[str]) -> str:
 
 
 def _contrast(features: ProposalFeatures, texts: list[str], scaled: np.ndarray,
-              opts: GroundingOptions) -> dict[str, tuple]:
+              opts: GroundingOptions, keep: np.ndarray | None = None) -> dict[str, tuple]:
     """Lower each noun phrase's (columns 1..) logits in ``scaled`` by the contrastive
     membership penalty (:mod:`.reclip_contrast`); returns {text: (deficit per proposal, the
     variant each proposal prefers)}. Deficits are computed whenever the models declare word
@@ -649,7 +665,8 @@ def _contrast(features: ProposalFeatures, texts: list[str], scaled: np.ndarray,
             continue
         if weight > 0:
             scaled[:, k] = penalised(scaled[:, k], found[0], weight,
-                                     opts.effective_contrast_tolerance)
+                                     opts.effective_contrast_tolerance,
+                                     opts.effective_contrast_gap, keep)
         out[text] = found
     return out
 
@@ -674,6 +691,31 @@ def no_match_warning(contrast: dict, text: str, phrase: str, keep=None) -> str |
     return (f"no candidate looks like {phrase!r} to the model: it reads every candidate as "
             f"something else (the closest, candidate {best}, as {preferred[best]!r}), so the "
             f"answer is only the best of what there is")
+
+
+#: The answer "reads as something else" when the chosen proposal prefers a phrase one known
+#: word away to the head noun phrase by more than this many logits (chosen on validation
+#: scenes: ``python benchmarks/grounding_doubt.py``).
+ANSWER_DOUBT_DEFICIT = 0.0
+
+
+def answer_reading(contrast: dict, text: str, phrase: str, index: int) -> dict | None:
+    """How proposal ``index`` reads the noun phrase ``phrase`` (prompted: ``text``)."""
+    if text not in contrast:
+        return None
+    d, preferred = contrast[text]
+    return {"phrase": phrase, "deficit": round(float(d[index]), 4),
+            "reads_as": phrase if d[index] >= 0 else preferred[index]}
+
+
+def answer_doubt_warning(reading: dict | None, index: int) -> str | None:
+    """A warning when the chosen proposal reads the head phrase as a variant by more than
+    :data:`ANSWER_DOUBT_DEFICIT` logits."""
+    if reading is None or reading["deficit"] >= -ANSWER_DOUBT_DEFICIT:
+        return None
+    return (f"the answer, candidate {index}, looks more like {reading['reads_as']!r} than "
+            f"{reading['phrase']!r} to the model (by {-reading['deficit']:.1f} logits): it "
+            f"may not be what you asked for")
 
 
 def _rounded(p: np.ndarray) -> list[float]:
@@ -720,7 +762,7 @@ def ground_features(features: ProposalFeatures, expression: str,
     timing["text_s"] = time.perf_counter() - t0
     scaled = within_margin(logits, opts.effective_margin, keep)
     scaled[:, 0] = logits[:, 0]  # the full expression's IPS is CLIP's own answer: no margin
-    contrast = _contrast(features, texts, scaled, opts)
+    contrast = _contrast(features, texts, scaled, opts, keep)
     probs_by_text = softmax_over_proposals(scaled / opts.effective_temperature, keep)
     ips = probs_by_text[:, 0]
     used = bool(opts.use_parser and tree is not None and tree.uses_spatial)
@@ -751,11 +793,21 @@ def ground_features(features: ProposalFeatures, expression: str,
                 final = dists[0]
                 notes.append("IPS(full) * p_tree vanished: using p_tree alone")
     timing["tree_s"] = time.perf_counter() - t0
+    missing = set()
     for phrase in dict.fromkeys(e.text for e in entities):  # the head first, then anchors
         miss = no_match_warning(contrast, opts.prompt + phrase.lower(), phrase, keep)
         if miss:
             warnings.append(miss)
+            missing.add(phrase)
     index = int(np.argmax(final))  # the lowest index wins ties (duplicate boxes)
+    head = tree.head if tree is not None and tree.head.text and not tree.head.generic else None
+    reading = (None if head is None else
+               answer_reading(contrast, opts.prompt + head.text.lower(), head.text, index))
+    # no candidate fits the head at all: that warning already says more
+    doubt = None if head is None or head.text in missing else answer_doubt_warning(reading,
+                                                                                    index)
+    if doubt:
+        warnings.append(doubt)
     count = min(n, tree.head.count) if tree is not None and used else 1
     indices = [int(i) for i in np.argsort(-final, kind="stable")[:count]]
     if count > 1:
@@ -780,6 +832,7 @@ def ground_features(features: ProposalFeatures, expression: str,
         notes=notes,
         unknown_words=unknown,
         warnings=warnings,
+        answer_reading=reading,
         combine=opts.combine,
         temperature=opts.effective_temperature,
         margin=opts.effective_margin,

@@ -12,10 +12,12 @@ its *variants*: the same phrase with one word swapped for another word of the sa
 (``LoadedCLIP.word_groups``: the bundled CLIP's colours and shapes; none for open_clip
 models, where this step is off); the ``deficit`` ``d_i = l_i(phrase) - max_v l_i(variant)``
 (logits in the grounding's own units) lowers the phrase's logit of proposal ``i`` by
-``weight * max(0, -d_i - tolerance)``: a proposal may prefer a variant by up to ``tolerance``
-logits for free (on OpenCV-renderer scenes the bundled CLIP reads 35% of true members slightly
-better as a variant, by up to 2.7 logits, while other objects prefer theirs by a median 3.7;
-``benchmarks/contrast_deficits.py``).
+``weight * max(0, -d_i - tolerance, (max_j d_j - d_i) - gap)``: a proposal may prefer a
+variant by up to ``tolerance`` logits for free (on OpenCV-renderer scenes the bundled CLIP
+reads 35% of true members slightly better as a variant, by up to 2.7 logits, while other
+objects prefer theirs by a median 3.7; ``benchmarks/contrast_deficits.py``), unless it reads
+the phrase more than ``gap`` logits worse than the proposal that reads it best (a clear
+member elsewhere in the image makes a doubtful one a non-member).
 """
 
 from __future__ import annotations
@@ -82,8 +84,17 @@ def phrase_deficits(features, phrase: str, groups, prompt: str = "a photo of ",
 
 
 def penalised(logits_phrase: np.ndarray, deficit: np.ndarray, weight: float,
-              tolerance: float = 0.0) -> np.ndarray:
-    """The phrase's logits lowered by ``weight * max(0, -deficit - tolerance)``."""
+              tolerance: float = 0.0, gap: float = np.inf,
+              keep: np.ndarray | None = None) -> np.ndarray:
+    """The phrase's logits lowered by ``weight * max(0, -d_i - tolerance, (d_best - d_i) -
+    gap)``: a proposal pays for preferring a variant by more than ``tolerance`` logits, or for
+    reading the phrase more than ``gap`` logits worse than the best-reading (kept) proposal
+    (``gap`` inf: only the first)."""
     d = np.asarray(deficit, dtype=np.float64)
-    return (np.asarray(logits_phrase, dtype=np.float64)
-            - weight * np.maximum(0.0, -d - float(tolerance)))
+    excess = np.maximum(0.0, -d - float(tolerance))
+    if np.isfinite(gap):
+        ref = d if keep is None else d[np.asarray(keep, dtype=bool)]
+        best = ref.max() if ref.size else -np.inf
+        if np.isfinite(best):
+            excess = np.maximum(excess, best - d - float(gap))
+    return np.asarray(logits_phrase, dtype=np.float64) - weight * excess
