@@ -80,7 +80,14 @@ def table(sets: dict) -> str:
 TEMPERATURES = (1, 2, 4, 8)
 MARGINS = (4, 6, 8, 12)
 CONTRASTS = (0, 0.5, 1, 2)
-TOLERANCES = (0, 1, 2, 3)
+TOLERANCES = (0, 1, 2, 3, 4)
+#: relative membership gaps (inf: off; benchmarks/results/grounding_contrast/gap_rule.md)
+GAPS = (float("inf"), 4, 6, 8, 10)
+
+
+def _key(t, m, c, d, g) -> str:
+    base = f"T{t}/m{m}/c{c}/d{d}"
+    return base if g == float("inf") else f"{base}/g{g}"
 
 
 #: validation sets the tree combination is tuned on: our renderer at the training scale and at
@@ -93,10 +100,10 @@ def tune(a, models) -> None:
     from regionlab.shapes.expressions import ALL_KINDS
     from regionlab.shapes.scenes import RenderOptions
 
-    grid = {f"T{t}/m{m}/c{c}/d{d}": GroundingOptions(temperature=t, margin=m, contrast=c,
-                                                      contrast_tolerance=d)
+    grid = {_key(t, m, c, d, g): GroundingOptions(temperature=t, margin=m, contrast=c,
+                                                  contrast_tolerance=d, contrast_gap=g)
             for t in TEMPERATURES for m in MARGINS for c in CONTRASTS for d in TOLERANCES
-            if c > 0 or d == 0}
+            for g in GAPS if c > 0 or (d == 0 and g == float("inf"))}
     grid["reference"] = GroundingOptions(combine="reference")
     by_set, spatial_by_set = {}, {}
     for renderer, size, frac in TUNE_SETS:
@@ -111,17 +118,21 @@ def tune(a, models) -> None:
     spatial = {k: round(float(np.mean([v[k] for v in spatial_by_set.values()])), 4)
                for k in grid if k != "reference"}
     best = max(spatial, key=lambda k: (spatial[k], -grid[k].margin, -grid[k].temperature,
-                                       -grid[k].contrast, -grid[k].contrast_tolerance))
+                                       -grid[k].contrast, -grid[k].contrast_tolerance,
+                                       grid[k].effective_contrast_gap))
     out = {"split": "val", "n_scenes": a.scenes, "seed": a.seed,
            "sets": [f"{r}-{s}" for r, s, _ in TUNE_SETS], "by_set": by_set, "spatial": spatial,
            "reference_spatial": {k: v["reference"] for k, v in spatial_by_set.items()},
            "rule": "max spatial accuracy averaged over the validation sets (our renderer at "
                    "64 px, the training scale, and at 448 px, the app's, half as many scenes; "
                    "the OpenCV renderer at 64 px); ties: smaller margin, then smaller "
-                   "temperature, then smaller contrast weight, then smaller tolerance",
+                   "temperature, then smaller contrast weight, then smaller tolerance, then "
+                   "the larger gap (none first)",
            "chosen": {"temperature": grid[best].temperature, "margin": grid[best].margin,
                       "contrast": grid[best].contrast,
                       "contrast_tolerance": grid[best].contrast_tolerance,
+                      "contrast_gap": (None if grid[best].contrast_gap == float("inf")
+                                       else grid[best].contrast_gap),
                       "spatial": spatial[best],
                       "spatial_by_set": {k: v[best] for k, v in spatial_by_set.items()}},
            "command": f"python benchmarks/reclip_shapes.py --tune --scenes {a.scenes}"}
@@ -130,8 +141,9 @@ def tune(a, models) -> None:
     for t in TEMPERATURES:
         for c in CONTRASTS:
             for d in (TOLERANCES if c > 0 else (0,)):
-                print(f"T={t:<3}c={c:<4}d={d} " + " ".join(
-                    f"m{m}={100 * spatial[f'T{t}/m{m}/c{c}/d{d}']:.1f}" for m in MARGINS))
+                for g in (GAPS if c > 0 else (float("inf"),)):
+                    print(f"T={t:<3}c={c:<4}d={d} g={g:<4} " + " ".join(
+                        f"m{m}={100 * spatial[_key(t, m, c, d, g)]:.1f}" for m in MARGINS))
     print(f"reference {out['reference_spatial']}; chosen {out['chosen']}; wrote {path}")
 
 

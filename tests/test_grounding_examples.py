@@ -125,13 +125,14 @@ def test_try_expressions_and_generic_superlatives_are_right_on_every_scene(clip,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "'the biggest circle' etc. are right 60 of 70 times with the objects' boxes and 61 with "
-    "automatic candidates (47 before the contrastive membership, stage 15): on scenes 19 and "
-    "30 another shape's crop prefers its own name to the asked one by only 1.9-3.2 logits, at "
-    "or inside the contrast tolerance of 3 that validation scenes of the OpenCV renderer need "
-    "(35% of true members there prefer a one-word variant, by up to 2.7 logits), and the text "
-    "ranks it within the margin. A CLIP that reads shapes more surely on every renderer is the "
-    "fix (issue 27)"))
+    "'the biggest circle' etc. are right 63 of 70 times with the objects' boxes (60 before the "
+    "relative membership gap, 47 before the contrastive membership): on scenes 19 and 30 "
+    "another shape's crop prefers its own name to the asked one by only 1.9-3.0 logits, "
+    "inside the contrast tolerance of 3 that validation scenes of the OpenCV renderer need "
+    "(35% of true members there prefer a one-word variant, by up to 2.7 logits), and reads "
+    "the asked shape at most 5.3 logits worse than the true member, inside the gap of 10 "
+    "(smaller gaps cost 2-6 points on validation). A CLIP that reads shapes more surely on "
+    "every renderer is the fix (issue 27); the app warns on 5 of the 7 misses (below)"))
 @pytest.mark.parametrize("candidates", ["automatic", "objects"])
 def test_superlatives_of_each_shape_are_right_on_every_scene(clip, candidates):
     """"The biggest circle", "the leftmost star" ... on every scene."""
@@ -141,9 +142,31 @@ def test_superlatives_of_each_shape_are_right_on_every_scene(clip, candidates):
 
 
 def test_superlatives_of_each_shape_mostly_right(clip):
-    """What the strict xfail above records, kept from getting worse: at least 60 of 70."""
+    """What the strict xfail above records, kept from getting worse: at least 63 of 70."""
     wrong, checked = _grounded(clip, lambda t: not _generic(t))
-    assert checked >= 60 and checked - len(wrong) >= 60, (checked, wrong)
+    assert checked >= 60 and checked - len(wrong) >= 63, (checked, wrong)
+
+
+def test_wrong_answers_say_so_and_right_ones_stay_quiet(clip):
+    """When the answer is wrong on an example scene, the model mostly knows it: the chosen
+    candidate reads the asked shape as another (``answer_reading``) and the result warns
+    (5 of the 7 misses when written; the other two read it 1.95 logits worse, inside the
+    threshold of 2 chosen on validation scenes); no right answer is warned (0 of 77)."""
+    warned_wrong, wrong, warned_right = 0, 0, []
+    for seed in examples.SCENE_SEEDS:
+        sc = examples.scene(seed)
+        boxes = np.asarray([o.box for o in sc.objects], dtype=float)
+        feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2],
+                                                               "ground-truth"), "ips", [clip])
+        for text, target in expected_answers(sc).items():
+            res = ground_features(feats, text)
+            if res.index != target:
+                wrong += 1
+                warned_wrong += any("looks more like" in w for w in res.warnings)
+            elif res.warnings:
+                warned_right.append((seed, text, res.warnings))
+    assert not warned_right, warned_right
+    assert warned_wrong >= 5 and warned_wrong >= wrong - 2, (warned_wrong, wrong)
 
 
 def test_biggest_and_smallest_differ_on_every_scene(clip):

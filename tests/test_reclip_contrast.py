@@ -29,6 +29,37 @@ def test_deficits_and_penalty():
     assert np.all(np.isinf(deficits(np.zeros(2), np.zeros((2, 0)))))
 
 
+def test_relative_gap_penalises_a_doubtful_reader_when_a_clear_one_exists():
+    """Example scene 30, "the smallest star": the red star reads "star" by 7.7 logits, the red
+    cross prefers "cross" by 2.9 -- inside the tolerance of 3 but 10.6 below the star."""
+    d = np.array([7.7, -2.9, -3.3, -7.6])
+    lg = np.zeros(4)
+    assert penalised(lg, d, 1.0, 3.0) == pytest.approx([0.0, 0.0, -0.3, -4.6])
+    assert penalised(lg, d, 1.0, 3.0, gap=10.0) == pytest.approx([0.0, -0.6, -1.0, -5.3])
+    # the best reader is taken among kept proposals only
+    keep = np.array([False, True, True, True])
+    assert penalised(lg, d, 1.0, 3.0, gap=10.0, keep=keep) == pytest.approx([0.0, 0.0, -0.3,
+                                                                             -4.6])
+    assert penalised(lg, d, 1.0, 3.0, gap=np.inf) == pytest.approx(penalised(lg, d, 1.0, 3.0))
+
+
+def test_answer_reading_and_doubt_warning():
+    from regionlab.tasks.reclip import ANSWER_DOUBT_DEFICIT, answer_doubt_warning, answer_reading
+
+    contrast = {"a photo of the circle": (np.array([3.0, -ANSWER_DOUBT_DEFICIT - 0.3, -1.0]),
+                                          ["the square", "the square", "the star"])}
+    sure = answer_reading(contrast, "a photo of the circle", "the circle", 0)
+    assert sure == {"phrase": "the circle", "deficit": 3.0, "reads_as": "the circle"}
+    assert answer_doubt_warning(sure, 0) is None
+    doubt = answer_reading(contrast, "a photo of the circle", "the circle", 1)
+    assert doubt["reads_as"] == "the square"
+    msg = answer_doubt_warning(doubt, 1)
+    assert "candidate 1" in msg and "'the square'" in msg and "'the circle'" in msg
+    slight = answer_reading(contrast, "a photo of the circle", "the circle", 2)
+    assert slight["reads_as"] == "the star" and answer_doubt_warning(slight, 2) is None
+    assert answer_reading({}, "a photo of the circle", "the circle", 0) is None
+
+
 class _TextCLIP:
     """Texts map to fixed unit vectors: "circle" along x, "square" along y."""
 
@@ -81,6 +112,11 @@ def test_contrast_option_is_checked():
     with pytest.raises(InputError, match="contrast"):
         GroundingOptions(contrast=-1.0).checked()
     assert GroundingOptions(combine="reference").effective_contrast == 0.0
+    with pytest.raises(InputError, match="contrast_gap"):
+        GroundingOptions(contrast_gap=-1.0).checked()
+    with pytest.raises(InputError, match="contrast_gap"):
+        GroundingOptions(contrast_gap=float("nan")).checked()
+    assert GroundingOptions(contrast_gap=float("inf")).checked().effective_contrast_gap == np.inf
 
 
 def test_no_match_warning_fires_only_when_every_candidate_prefers_a_variant():
@@ -144,3 +180,27 @@ def test_phrase_deficits_reads_each_proposal_against_the_variants():
     assert d[0] > 0 and d[2] > 0 and d[1] < -3  # the square's crop prefers "the square"
     assert preferred[1] == "the square"
     assert phrase_deficits(feats, "the shape", feats.clips[0].word_groups) is None
+
+
+def test_cli_reports_the_answer_reading_and_checks_the_gap(tmp_path, capsys):
+    """``regionlab ground --json`` carries how the answer reads the head phrase; a negative
+    ``--contrast-gap`` is refused with the option's name."""
+    import json
+
+    from PIL import Image
+
+    from regionlab import cli
+    from regionlab.ui import examples
+
+    sc = examples.scene(19)
+    Image.fromarray(sc.image).save(tmp_path / "scene.png")
+    (tmp_path / "boxes.json").write_text(json.dumps([list(map(float, o.box))
+                                                     for o in sc.objects]))
+    args = ["ground", str(tmp_path / "scene.png"), "the purple circle", "--boxes",
+            str(tmp_path / "boxes.json"), "--json"]
+    assert cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer_reading"]["reads_as"] == "the purple circle"
+    assert out["answer_reading"]["deficit"] > 0
+    assert cli.main([*args, "--contrast-gap", "-1"]) != 0
+    assert "contrast_gap" in capsys.readouterr().err

@@ -13,7 +13,8 @@ NAME = "ground"
 HELP = "ground a referring expression among boxes, masks or automatic proposals (ReCLIP)"
 MANIFEST_KEYS = ("image (path), expression, boxes ([[x0, y0, x1, y1], ...] or a JSON file), "
                  "masks (list of mask paths), detections (JSON file), image_id, scorer, models, "
-                 "blur_sigma, area_prior, no_parser, combine, temperature, margin, contrast")
+                 "blur_sigma, area_prior, no_parser, combine, temperature, margin, contrast, "
+                 "contrast_tolerance, contrast_gap")
 
 
 def add_arguments(p) -> None:
@@ -52,6 +53,13 @@ def add_arguments(p) -> None:
                         "one known word away ('the square' for 'the circle') is lowered by "
                         "this times its preference beyond 3 logits (default: 1 for tree, 0 else; "
                         "only models that declare word groups, such as the bundled CLIP)")
+    p.add_argument("--contrast-tolerance", type=float, default=None,
+                   help="logits by which a proposal may prefer a one-word variant before the "
+                        "contrastive penalty starts (default 3)")
+    p.add_argument("--contrast-gap", type=float, default=None,
+                   help="logits by which a proposal may read a noun phrase worse than the "
+                        "proposal that reads it best before the contrastive penalty starts "
+                        "(default 10; inf: no relative test)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -60,7 +68,8 @@ def item_from_args(args, manifest: bool) -> dict:
             "blur_sigma": args.blur_sigma, "area_prior": args.area_prior,
             "no_parser": args.no_parser, "combine": args.combine,
             "temperature": args.temperature, "margin": args.margin,
-            "contrast": args.contrast}
+            "contrast": args.contrast, "contrast_tolerance": args.contrast_tolerance,
+            "contrast_gap": args.contrast_gap}
     if not manifest:
         item["image"] = args.image
         item["expression"] = args.expression
@@ -109,7 +118,9 @@ def run(item: dict, args, out_dir) -> dict:
                                combine=item.get("combine") or "tree",
                                temperature=item.get("temperature"),
                                margin=item.get("margin"),
-                               contrast=item.get("contrast"))
+                               contrast=item.get("contrast"),
+                               contrast_tolerance=item.get("contrast_tolerance"),
+                               contrast_gap=item.get("contrast_gap"))
     models = item.get("models")
     result = ground(image, item["expression"], proposals=proposals,
                     scorer=item.get("scorer") or "ips", models=models, options=options)

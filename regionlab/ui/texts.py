@@ -42,7 +42,8 @@ apply; *margin*: proposals within that many logits of a noun phrase's best match
 equally good members; *contrast weight*: a proposal that CLIP reads as a phrase one known
 word away ("the square" when you asked for "the circle") is pushed down by that many times its
 preference (models that declare their words, such as the bundled CLIP; choosing a combination
-shows its defaults).
+shows its defaults). When the chosen proposal itself reads better as such a variant, or no
+proposal fits a phrase, the summary says so above the answer.
 """
 
 LABELLING = """**How it works: OVSeg-style labelling.** Class-agnostic masks (your regions, or
