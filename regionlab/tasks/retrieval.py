@@ -37,7 +37,8 @@ def class_text_embeddings(clip, classes: list[str], templates: str = "single") -
 
 
 def class_probabilities(embeddings: torch.Tensor, text: torch.Tensor, scale: float = 100.0):
-    """Softmax over classes of ``scale * cos`` (CLIP's logit scale 100), (P, K)."""
+    """Softmax over classes of ``scale * cos`` (default 100, OpenAI CLIP's logit scale, as
+    OVSeg's classification uses it), (P, K)."""
     e = F.normalize(embeddings.float(), dim=-1)
     return torch.softmax(scale * e @ text.float().T, dim=-1)
 
@@ -51,8 +52,11 @@ def rank(probs: torch.Tensor, classes: list[str], top_k: int = 5) -> list[list[d
 
 
 def retrieve(embeddings, vocab, clip=None, model: str | None = None, templates: str = "single",
-             top_k: int = 5) -> list[list[dict]]:
-    """Region embeddings (P, D) -> per region the top-k classes of ``vocab`` with scores."""
+             top_k: int = 5, scale: float | None = None) -> list[list[dict]]:
+    """Region embeddings (P, D) -> per region the top-k classes of ``vocab`` with scores: a
+    softmax over the classes of ``scale * cos``, by default at the model's own learnt logit
+    scale (100 for OpenAI and LAION CLIPs; 32.3 for the bundled one, whose scores at 100 showed
+    half of its wrong answers at 0.9 or more: ``benchmarks/retrieval_calibration.py``)."""
     from ..models import load_clip
 
     clip = clip or load_clip(model)
@@ -66,7 +70,9 @@ def retrieve(embeddings, vocab, clip=None, model: str | None = None, templates: 
         raise InputError(f"embedding dimension {emb.shape[-1]} does not match model "
                          f"{clip.name!r} ({clip.embed_dim})")
     text = class_text_embeddings(clip, classes, templates)
-    return rank(class_probabilities(emb.to(text.device), text), classes, top_k)
+    if scale is None:
+        scale = float(getattr(clip, "logit_scale", 100.0))
+    return rank(class_probabilities(emb.to(text.device), text, scale), classes, top_k)
 
 
 def classify_images(images, vocab, model: str | None = None, clip=None, templates: str = "single",
