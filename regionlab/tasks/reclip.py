@@ -574,8 +574,9 @@ class GroundingResult:
     ``node_probs[e]``: ``{"text", "ips", "p"}`` per parse-tree entity (``p`` after its
     relations and superlatives); ``answer_reading``: how the chosen proposal reads the head
     noun phrase against its one-word variants, ``{"phrase", "deficit", "reads_as"}`` (None
-    when the models declare no word groups or the head has no grouped word); ``timing`` in
-    seconds."""
+    when the models declare no word groups or the head has no grouped word);
+    ``candidate_readings``: the same for every proposal, ``[{"deficit", "reads_as"}]`` (or
+    None); ``timing`` in seconds."""
 
     index: int
     box: list[float]
@@ -598,6 +599,7 @@ class GroundingResult:
     unknown_words: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     answer_reading: dict | None = None
+    candidate_readings: list[dict] | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -616,6 +618,7 @@ class GroundingResult:
             "unknown_words": self.unknown_words,
             "warnings": self.warnings,
             "answer_reading": self.answer_reading,
+            "candidate_readings": self.candidate_readings,
             "temperature": self.temperature,
             "margin": self.margin,
             "expression": self.expression,
@@ -705,13 +708,20 @@ def no_match_warning(contrast: dict, text: str, phrase: str, keep=None) -> str |
 ANSWER_DOUBT_DEFICIT = 2.0
 
 
-def answer_reading(contrast: dict, text: str, phrase: str, index: int) -> dict | None:
-    """How proposal ``index`` reads the noun phrase ``phrase`` (prompted: ``text``)."""
+def candidate_readings(contrast: dict, text: str, phrase: str) -> list[dict] | None:
+    """How every proposal reads the noun phrase ``phrase`` (prompted: ``text``): its deficit
+    against the one-word variants and the phrase it prefers."""
     if text not in contrast:
         return None
     d, preferred = contrast[text]
-    return {"phrase": phrase, "deficit": round(float(d[index]), 4),
-            "reads_as": phrase if d[index] >= 0 else preferred[index]}
+    return [{"deficit": round(float(v), 4), "reads_as": phrase if v >= 0 else alt}
+            for v, alt in zip(d, preferred)]
+
+
+def answer_reading(contrast: dict, text: str, phrase: str, index: int) -> dict | None:
+    """How proposal ``index`` reads the noun phrase ``phrase`` (prompted: ``text``)."""
+    every = candidate_readings(contrast, text, phrase)
+    return None if every is None else {"phrase": phrase, **every[index]}
 
 
 def answer_doubt_warning(reading: dict | None, index: int) -> str | None:
@@ -807,8 +817,9 @@ def ground_features(features: ProposalFeatures, expression: str,
             missing.add(phrase)
     index = int(np.argmax(final))  # the lowest index wins ties (duplicate boxes)
     head = tree.head if tree is not None and tree.head.text and not tree.head.generic else None
-    reading = (None if head is None else
-               answer_reading(contrast, opts.prompt + head.text.lower(), head.text, index))
+    readings = (None if head is None else
+                candidate_readings(contrast, opts.prompt + head.text.lower(), head.text))
+    reading = None if readings is None else {"phrase": head.text, **readings[index]}
     # no candidate fits the head at all: that warning already says more
     doubt = None if head is None or head.text in missing else answer_doubt_warning(reading,
                                                                                     index)
@@ -839,6 +850,7 @@ def ground_features(features: ProposalFeatures, expression: str,
         unknown_words=unknown,
         warnings=warnings,
         answer_reading=reading,
+        candidate_readings=readings,
         combine=opts.combine,
         temperature=opts.effective_temperature,
         margin=opts.effective_margin,
