@@ -83,7 +83,7 @@ def main() -> None:
             page.locator("#rl-generated").screenshot(path=str(args.out / "app_generate.png"))
 
             page.get_by_role("tab", name="Grounding").click()
-            page.get_by_label("Referring expression").fill("the biggest shape")
+            page.get_by_label("Referring expression").fill("the biggest triangle")
             page.locator("#rl-ground").click()
             wait_text(page, "#rl-ground-summary", "Chosen proposal")
             time.sleep(1.5)

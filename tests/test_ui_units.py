@@ -209,7 +209,7 @@ def test_grounding_view_shows_how_each_candidate_reads_the_head_phrase():
     feats = embed_proposals(sc.image, proposals_from_boxes(boxes, sc.image.shape[:2]))
     res = ground_features(feats, "the biggest circle")
     view = grounding_view(sc.image, res)
-    column = view["table"]["reads 'the circle' as"]
+    column = view["table"]["reads as"]
     shown = dict(zip(view["table"]["proposal"], column))
     labels = [o.label for o in sc.objects]
     assert shown[labels.index("purple circle")].startswith("the circle (+")

@@ -635,8 +635,9 @@ def grounding_view(image: np.ndarray, res) -> dict:
                           "CLIP only (IPS)": [round(p, 4) for p in d["ips_probs"]]})
     readings, reading = d.get("candidate_readings"), d.get("answer_reading")
     if readings and reading:
-        table[f"reads {reading['phrase']!r} as"] = [
+        table["reads as"] = [
             f"{r['reads_as']} ({r['deficit']:+.1f})" for r in readings]
+    table = table[[c for c in table.columns if c != "box"] + ["box"]]  # the box last: widest
     table = table.sort_values("probability", ascending=False, kind="stable")
     how = (f"the parse tree decided ({res.combine} combination)" if d["used_tree"]
            else "no spatial keyword: CLIP's isolated proposal scores alone")
