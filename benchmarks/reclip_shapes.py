@@ -96,6 +96,16 @@ def _key(t, m, c, d, g) -> str:
 TUNE_SETS = (("pil", 64, 1.0), ("pil", 448, 0.5), ("cv", 64, 1.0))
 
 
+def compact_tuning(out: dict, best: str) -> dict:
+    """Per set, every kind's accuracy only for the chosen setting and the reference (the
+    spatial accuracy of every setting stays, per set and averaged): the full table is 7 MB."""
+    for v in out["by_set"].values():
+        acc = v["accuracy"]
+        v["spatial_by_setting"] = {k: r["spatial"] for k, r in acc.items()}
+        v["accuracy"] = {k: acc[k] for k in (best, "reference") if k in acc}
+    return out
+
+
 def tune(a, models) -> None:
     from regionlab.shapes.expressions import ALL_KINDS
     from regionlab.shapes.scenes import RenderOptions
@@ -137,7 +147,7 @@ def tune(a, models) -> None:
                       "spatial_by_set": {k: v[best] for k, v in spatial_by_set.items()}},
            "command": f"python benchmarks/reclip_shapes.py --tune --scenes {a.scenes}"}
     path = a.out.parent / "reclip_tuning.json"
-    path.write_text(json.dumps(out, indent=2))
+    path.write_text(json.dumps(compact_tuning(out, best), indent=1))
     for t in TEMPERATURES:
         for c in CONTRASTS:
             for d in (TOLERANCES if c > 0 else (0,)):
