@@ -93,9 +93,17 @@ def evaluate(clip, cap, scenes, beams: int, settings) -> dict:
                "retrieval": float(np.mean([r == t for r, t in zip(retrieved, truth)]))}
         for w, b in settings:
             parsed = [named_class(c) for c in captions[(w, b)]]
+            split = [(p, r, t) for p, r, t in zip(parsed, retrieved, truth) if p != r]
             row[key(w, b)] = {
                 "caption": float(np.mean([p == t for p, t in zip(parsed, truth)])),
                 "agreement": float(np.mean([p == r for p, r in zip(parsed, retrieved)])),
+                # what the app's Caption panel says when the two disagree
+                "when_disagreeing": {
+                    "n": len(split),
+                    "retrieval_right": float(np.mean([r == t for _, r, t in split]))
+                    if split else None,
+                    "caption_right": float(np.mean([p == t for p, _, t in split]))
+                    if split else None},
                 "examples": [{"label": t, "retrieved": r, "caption": c} for t, r, c in
                              list(zip(truth, retrieved, captions[(w, b)]))[:5]],
             }

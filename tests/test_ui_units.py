@@ -229,3 +229,25 @@ def test_add_proposals_does_not_duplicate_regions():
     assert new_regions([a, b, a_shifted], []) == [0, 1]  # a duplicate among the candidates
     assert new_regions([a_shifted, b], [a]) == [1]  # one the user already has
     assert new_regions([a, b], [a, b]) == []
+
+
+def test_caption_disagreements_name_the_region_and_both_answers():
+    from regionlab.ui.handlers import caption_disagreements
+
+    masks = np.zeros((2, 8, 8), bool)
+    masks[0, :4], masks[1, 4:] = True, True
+    invert = {"names": ["region 1", "region 2"], "masks": masks.copy(), "vocab": "shapes",
+              "top": [[{"label": "red star", "score": 0.61}],
+                      [{"label": "blue circle", "score": 0.97}]]}
+    notes = caption_disagreements(["region 1", "region 2"], masks,
+                                  ["a red cross.", "a blue circle"], invert)
+    assert len(notes) == 1
+    assert notes[0].startswith("region 1:") and "'red cross'" in notes[0]
+    assert "'red star' (0.61)" in notes[0] and "unsure" in notes[0]
+    # free text naming no class of the vocabulary, other masks, or no MaskInversion run: quiet
+    assert caption_disagreements(["region 1", "region 2"], masks,
+                                 ["a man riding a horse", "a blue circle"], invert) == []
+    assert caption_disagreements(["region 1", "region 2"], ~masks,
+                                 ["a red cross", "a blue circle"], invert) == []
+    assert caption_disagreements(["region 1", "region 2"], masks,
+                                 ["a red cross", "a blue circle"], None) == []

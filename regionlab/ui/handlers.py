@@ -8,6 +8,7 @@ state of their own; the :class:`Session` object is per browser tab.
 from __future__ import annotations
 
 import html
+import re
 import time
 
 import gradio as gr
@@ -526,7 +527,46 @@ def on_caption(s: Session, captioner: str, device: str, options: AppOptions,
     captions = service.caption(image, masks, captioner=captioner, device=device or None)
     s.results["caption"] = dict(zip(s.names(), captions))
     s.timings["caption_s"] = round(time.perf_counter() - t0, 4)
-    return s, "\n".join(f"{n}: {c}" for n, c in zip(s.names(), captions)), s.timings
+    notes = caption_disagreements(s.names(), masks, captions, s.results.get("invert"))
+    text = "\n".join(f"{n}: {c}" for n, c in zip(s.names(), captions))
+    return s, text + "".join(f"\n\nNote: {n}" for n in notes), s.timings
+
+
+#: On held-out ShapesWorld scenes of our renderer at the app's 448 px, when a MaskInversion
+#: caption and retrieval's top class disagree (55 of 527 objects), how often each is right
+#: (``python benchmarks/caption_agreement.py``, set pil448; at 64 px: 44% and 52% of 48).
+DISAGREEMENT_RATES = "retrieval was right {r:.0%} of the time and the caption {c:.0%}"
+DISAGREEMENT_MEASURED = {"retrieval_right": 0.31, "caption_right": 0.62}
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def caption_disagreements(names: list[str], masks, captions: list[str],
+                          invert: dict | None) -> list[str]:
+    """One note per region whose caption names another class of the Region tab's vocabulary
+    than that tab's top class for the same region (last MaskInversion run, same masks)."""
+    from ..tasks.vocabularies import resolve_vocab
+
+    if (not invert or list(invert.get("names", [])) != list(names)
+            or not np.array_equal(np.asarray(invert.get("masks")), np.asarray(masks))):
+        return []
+    classes = resolve_vocab(invert["vocab"])
+    rates = DISAGREEMENT_MEASURED
+    why = ("" if rates["retrieval_right"] is None else " (on held-out scenes, when the two "
+           "disagree, " + DISAGREEMENT_RATES.format(r=rates["retrieval_right"],
+                                                     c=rates["caption_right"]) + ")")
+    out = []
+    for name, caption, top in zip(names, captions, invert["top"]):
+        text = f" {_words(caption)} "
+        named = [c for c in classes if f" {_words(c)} " in text]
+        best = top[0]["label"]
+        if named and best.lower() not in (c.lower() for c in named):
+            out.append(f"{name}: the caption names {named[0]!r}, the Region tab's top class "
+                       f"is {best!r} ({float(top[0]['score']):.2f}): the model is unsure "
+                       f"which{why}.")
+    return out
 
 
 def on_generate(s: Session, generator: str, device: str, n, seed, steps,
