@@ -244,6 +244,13 @@ def test_caption_disagreements_name_the_region_and_both_answers():
     assert len(notes) == 1
     assert notes[0].startswith("region 1:") and "'red cross'" in notes[0]
     assert "'red star' (0.61)" in notes[0] and "unsure" in notes[0]
+    from regionlab.ui.handlers import DISAGREEMENT_MEASURED
+
+    assert "held-out" not in notes[0]  # no measured rates for an unknown captioner
+    quoted = caption_disagreements(["region 1", "region 2"], masks,
+                                   ["a red cross.", "a blue circle"], invert,
+                                   DISAGREEMENT_MEASURED)
+    assert "retrieval was right 31% of the time and the caption 62%" in quoted[0]
     # free text naming no class of the vocabulary, other masks, or no MaskInversion run: quiet
     assert caption_disagreements(["region 1", "region 2"], masks,
                                  ["a man riding a horse", "a blue circle"], invert) == []

@@ -527,7 +527,11 @@ def on_caption(s: Session, captioner: str, device: str, options: AppOptions,
     captions = service.caption(image, masks, captioner=captioner, device=device or None)
     s.results["caption"] = dict(zip(s.names(), captions))
     s.timings["caption_s"] = round(time.perf_counter() - t0, 4)
-    notes = caption_disagreements(s.names(), masks, captions, s.results.get("invert"))
+    from ..tasks.caption import DEFAULT_CAPTIONER
+
+    bundled = (captioner or DEFAULT_CAPTIONER) == DEFAULT_CAPTIONER  # the rates were measured
+    notes = caption_disagreements(s.names(), masks, captions, s.results.get("invert"),
+                                  DISAGREEMENT_MEASURED if bundled else None)
     text = "\n".join(f"{n}: {c}" for n, c in zip(s.names(), captions))
     return s, text + "".join(f"\n\nNote: {n}" for n in notes), s.timings
 
@@ -544,17 +548,17 @@ def _words(text: str) -> str:
 
 
 def caption_disagreements(names: list[str], masks, captions: list[str],
-                          invert: dict | None) -> list[str]:
+                          invert: dict | None, rates: dict | None = None) -> list[str]:
     """One note per region whose caption names another class of the Region tab's vocabulary
-    than that tab's top class for the same region (last MaskInversion run, same masks)."""
+    than that tab's top class for the same region (last MaskInversion run, same masks);
+    ``rates`` (:data:`DISAGREEMENT_MEASURED`, for the bundled captioner) are quoted."""
     from ..tasks.vocabularies import resolve_vocab
 
     if (not invert or list(invert.get("names", [])) != list(names)
             or not np.array_equal(np.asarray(invert.get("masks")), np.asarray(masks))):
         return []
     classes = resolve_vocab(invert["vocab"])
-    rates = DISAGREEMENT_MEASURED
-    why = ("" if rates["retrieval_right"] is None else " (on held-out scenes, when the two "
+    why = ("" if rates is None else " (on held-out scenes, when the two "
            "disagree, " + DISAGREEMENT_RATES.format(r=rates["retrieval_right"],
                                                      c=rates["caption_right"]) + ")")
     out = []
