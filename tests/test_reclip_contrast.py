@@ -55,6 +55,15 @@ def test_answer_reading_and_doubt_warning():
     assert doubt["reads_as"] == "the square"
     msg = answer_doubt_warning(doubt, 1)
     assert "candidate 1" in msg and "'the square'" in msg and "'the circle'" in msg
+    assert "reads as" not in msg  # no readings given: no alternative named
+    from regionlab.tasks.reclip import candidate_readings
+
+    every = candidate_readings(contrast, "a photo of the circle", "the circle")
+    named = answer_doubt_warning(doubt, 1, every)
+    assert named.endswith("; candidate 0 reads as 'the circle' (by 3.0 logits)")
+    # a dropped candidate (area prior) is not offered
+    assert "reads as" not in answer_doubt_warning(doubt, 1, every,
+                                                  keep=np.array([False, True, True]))
     slight = answer_reading(contrast, "a photo of the circle", "the circle", 2)
     assert slight["reads_as"] == "the star" and answer_doubt_warning(slight, 2) is None
     assert answer_reading({}, "a photo of the circle", "the circle", 0) is None

@@ -724,14 +724,25 @@ def answer_reading(contrast: dict, text: str, phrase: str, index: int) -> dict |
     return None if every is None else {"phrase": phrase, **every[index]}
 
 
-def answer_doubt_warning(reading: dict | None, index: int) -> str | None:
+def answer_doubt_warning(reading: dict | None, index: int, readings: list[dict] | None = None,
+                         keep=None) -> str | None:
     """A warning when the chosen proposal reads the head phrase as a variant by more than
-    :data:`ANSWER_DOUBT_DEFICIT` logits."""
+    :data:`ANSWER_DOUBT_DEFICIT` logits; it names the (kept) candidate that reads the phrase
+    best when that one does read as the phrase."""
     if reading is None or reading["deficit"] >= -ANSWER_DOUBT_DEFICIT:
         return None
-    return (f"the answer, candidate {index}, looks more like {reading['reads_as']!r} than "
-            f"{reading['phrase']!r} to the model (by {-reading['deficit']:.1f} logits): it "
-            f"may not be what you asked for")
+    msg = (f"the answer, candidate {index}, looks more like {reading['reads_as']!r} than "
+           f"{reading['phrase']!r} to the model (by {-reading['deficit']:.1f} logits): it "
+           f"may not be what you asked for")
+    if readings:
+        d = np.array([r["deficit"] for r in readings], dtype=float)
+        if keep is not None:
+            d = np.where(keep, d, -np.inf)
+        best = int(np.argmax(d))
+        if best != index and d[best] >= 0:
+            msg += (f"; candidate {best} reads as {reading['phrase']!r} "
+                    f"(by {d[best]:.1f} logits)")
+    return msg
 
 
 def _rounded(p: np.ndarray) -> list[float]:
@@ -821,8 +832,8 @@ def ground_features(features: ProposalFeatures, expression: str,
                 candidate_readings(contrast, opts.prompt + head.text.lower(), head.text))
     reading = None if readings is None else {"phrase": head.text, **readings[index]}
     # no candidate fits the head at all: that warning already says more
-    doubt = None if head is None or head.text in missing else answer_doubt_warning(reading,
-                                                                                    index)
+    doubt = (None if head is None or head.text in missing
+             else answer_doubt_warning(reading, index, readings, keep))
     if doubt:
         warnings.append(doubt)
     count = min(n, tree.head.count) if tree is not None and used else 1
