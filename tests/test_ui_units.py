@@ -258,3 +258,15 @@ def test_caption_disagreements_name_the_region_and_both_answers():
                                  ["a red cross", "a blue circle"], invert) == []
     assert caption_disagreements(["region 1", "region 2"], masks,
                                  ["a red cross", "a blue circle"], None) == []
+
+
+def test_crosscheck_notes_when_maskinversion_and_the_masked_crop_disagree():
+    from regionlab.ui.handlers import CROSSCHECK_MEASURED, crosscheck_notes
+
+    top = [[{"label": "orange circle", "score": 0.42}], [{"label": "red star", "score": 0.99}]]
+    crop = [{"label": "orange square", "score": 0.97}, {"label": "red star", "score": 1.0}]
+    notes = crosscheck_notes(["region 1", "region 2"], top, crop)
+    assert notes == ["region 1: MaskInversion reads it as 'orange circle' (0.42), the masked "
+                     "crop as 'orange square' (0.97)."]
+    quoted = crosscheck_notes(["region 1", "region 2"], top, crop, CROSSCHECK_MEASURED)
+    assert "masked crop is right 98% of the time (76% on a renderer" in quoted[0]
