@@ -44,29 +44,29 @@ def test_relative_gap_penalises_a_doubtful_reader_when_a_clear_one_exists():
 
 
 def test_answer_reading_and_doubt_warning():
-    from regionlab.tasks.reclip import ANSWER_DOUBT_DEFICIT, answer_doubt_warning, answer_reading
+    from regionlab.tasks.reclip import (
+        ANSWER_DOUBT_DEFICIT,
+        answer_doubt_warning,
+        candidate_readings,
+    )
 
     contrast = {"a photo of the circle": (np.array([3.0, -ANSWER_DOUBT_DEFICIT - 0.3, -1.0]),
                                           ["the square", "the square", "the star"])}
-    sure = answer_reading(contrast, "a photo of the circle", "the circle", 0)
+    every = candidate_readings(contrast, "a photo of the circle", "the circle")
+    sure, doubt, slight = ({"phrase": "the circle", **r} for r in every)
     assert sure == {"phrase": "the circle", "deficit": 3.0, "reads_as": "the circle"}
     assert answer_doubt_warning(sure, 0) is None
-    doubt = answer_reading(contrast, "a photo of the circle", "the circle", 1)
     assert doubt["reads_as"] == "the square"
     msg = answer_doubt_warning(doubt, 1)
     assert "candidate 1" in msg and "'the square'" in msg and "'the circle'" in msg
     assert "reads as" not in msg  # no readings given: no alternative named
-    from regionlab.tasks.reclip import candidate_readings
-
-    every = candidate_readings(contrast, "a photo of the circle", "the circle")
     named = answer_doubt_warning(doubt, 1, every)
     assert named.endswith("; candidate 0 reads as 'the circle' (by 3.0 logits)")
     # a dropped candidate (area prior) is not offered
     assert "reads as" not in answer_doubt_warning(doubt, 1, every,
                                                   keep=np.array([False, True, True]))
-    slight = answer_reading(contrast, "a photo of the circle", "the circle", 2)
     assert slight["reads_as"] == "the star" and answer_doubt_warning(slight, 2) is None
-    assert answer_reading({}, "a photo of the circle", "the circle", 0) is None
+    assert candidate_readings({}, "a photo of the circle", "the circle") is None
 
 
 class _TextCLIP:

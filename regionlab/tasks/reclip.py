@@ -718,12 +718,6 @@ def candidate_readings(contrast: dict, text: str, phrase: str) -> list[dict] | N
             for v, alt in zip(d, preferred)]
 
 
-def answer_reading(contrast: dict, text: str, phrase: str, index: int) -> dict | None:
-    """How proposal ``index`` reads the noun phrase ``phrase`` (prompted: ``text``)."""
-    every = candidate_readings(contrast, text, phrase)
-    return None if every is None else {"phrase": phrase, **every[index]}
-
-
 def answer_doubt_warning(reading: dict | None, index: int, readings: list[dict] | None = None,
                          keep=None) -> str | None:
     """A warning when the chosen proposal reads the head phrase as a variant by more than
