@@ -5,7 +5,8 @@
 
 For validation scenes of our renderer at 64 px (the training scale) and 448 px (the app's),
 ground-truth boxes as candidates, every noun phrase "the <colour> <shape>" and "the <shape>"
-is scored against its one-word variants (regionlab.tasks.reclip_contrast): a phrase naming an
+is scored against its one-word variants (regionlab.tasks.reclip_contrast; read through the
+default membership view, IPS views + masked crop): a phrase naming an
 object in the scene should find a candidate that prefers it (present), one naming nothing in
 the scene should not (absent). For each threshold t the warning fires when every candidate
 prefers a variant by more than t logits. Rule fixed before the run: the smallest threshold
@@ -55,7 +56,8 @@ def scene_rows(scene, clip, opts, groups, rng) -> list[dict]:
                         "shape"))
     rows = []
     for text, present, kind in phrases:
-        d, _ = phrase_deficits(feats, text, groups, opts.prompt)
+        d, _ = phrase_deficits(feats.for_membership(opts.effective_membership), text, groups,
+                               opts.prompt)
         rows.append({"text": text, "present": present, "kind": kind,
                      "best_deficit": float(d.max())})
     return rows

@@ -85,9 +85,17 @@ TOLERANCES = (0, 1, 2, 3, 4)
 GAPS = (float("inf"), 4, 6, 8, 10)
 
 
-def _key(t, m, c, d, g) -> str:
+def _key(t, m, c, d, g, v="views") -> str:
     base = f"T{t}/m{m}/c{c}/d{d}"
-    return base if g == float("inf") else f"{base}/g{g}"
+    base = base if g == float("inf") else f"{base}/g{g}"
+    return base if v == "views" else f"{base}/{v}"
+
+
+#: membership views beyond the scoring views, searched on a smaller grid around the previous
+#: choice (benchmarks/results/grounding_contrast/membership_rule.md)
+MEMBERSHIP_GRID = {"views": None,
+                   "masked-crop": {"T": (1, 2), "m": (8, 12), "c": (0.5, 1, 2)},
+                   "both": {"T": (1, 2), "m": (8, 12), "c": (0.5, 1, 2)}}
 
 
 #: validation sets the tree combination is tuned on: our renderer at the training scale and at
@@ -111,23 +119,33 @@ def tune(a, models) -> None:
     from regionlab.shapes.scenes import RenderOptions
 
     grid = {_key(t, m, c, d, g): GroundingOptions(temperature=t, margin=m, contrast=c,
-                                                  contrast_tolerance=d, contrast_gap=g)
+                                                  contrast_tolerance=d, contrast_gap=g,
+                                                  membership="views")
             for t in TEMPERATURES for m in MARGINS for c in CONTRASTS for d in TOLERANCES
             for g in GAPS if c > 0 or (d == 0 and g == float("inf"))}
+    for v, sub in MEMBERSHIP_GRID.items():
+        if sub is None:
+            continue
+        grid.update({_key(t, m, c, d, g, v): GroundingOptions(
+            temperature=t, margin=m, contrast=c, contrast_tolerance=d, contrast_gap=g,
+            membership=v) for t in sub["T"] for m in sub["m"] for c in sub["c"]
+            for d in TOLERANCES for g in GAPS})
+    memberships = list(MEMBERSHIP_GRID)
     grid["reference"] = GroundingOptions(combine="reference")
     by_set, spatial_by_set = {}, {}
     for renderer, size, frac in TUNE_SETS:
         key = f"{renderer}-{size}"
         n = max(1, int(a.scenes * frac))
-        res = shapes_rec_benchmark(n, a.seed, "val", models, GroundingOptions(), a.scorer,
-                                   grid, ALL_KINDS, renderer, RenderOptions(size=size))
+        res = shapes_rec_benchmark(n, a.seed, "val", models, GroundingOptions(membership="both"),
+                                   a.scorer, grid, ALL_KINDS, renderer, RenderOptions(size=size))
         by_set[key] = {"n_scenes": n, "counts": res["counts"], "accuracy": res["accuracy"],
                        "seconds": res["seconds"]}
         spatial_by_set[key] = {k: res["accuracy"][k]["spatial"] for k in grid}
         print(f"{key}: {res['n_expressions']} expressions, {res['seconds']} s", flush=True)
     spatial = {k: round(float(np.mean([v[k] for v in spatial_by_set.values()])), 4)
                for k in grid if k != "reference"}
-    best = max(spatial, key=lambda k: (spatial[k], -grid[k].margin, -grid[k].temperature,
+    best = max(spatial, key=lambda k: (spatial[k], -memberships.index(grid[k].membership),
+                                       -grid[k].margin, -grid[k].temperature,
                                        -grid[k].contrast, -grid[k].contrast_tolerance,
                                        grid[k].effective_contrast_gap))
     out = {"split": "val", "n_scenes": a.scenes, "seed": a.seed,
@@ -137,12 +155,14 @@ def tune(a, models) -> None:
                    "64 px, the training scale, and at 448 px, the app's, half as many scenes; "
                    "the OpenCV renderer at 64 px); ties: smaller margin, then smaller "
                    "temperature, then smaller contrast weight, then smaller tolerance, then "
-                   "the larger gap (none first)",
+                   "the larger gap (none first); membership views first, then masked-crop, "
+                   "then both, before all of those",
            "chosen": {"temperature": grid[best].temperature, "margin": grid[best].margin,
                       "contrast": grid[best].contrast,
                       "contrast_tolerance": grid[best].contrast_tolerance,
                       "contrast_gap": (None if grid[best].contrast_gap == float("inf")
                                        else grid[best].contrast_gap),
+                      "membership": grid[best].membership,
                       "spatial": spatial[best],
                       "spatial_by_set": {k: v[best] for k, v in spatial_by_set.items()}},
            "command": f"python benchmarks/reclip_shapes.py --tune --scenes {a.scenes}"}
@@ -154,6 +174,9 @@ def tune(a, models) -> None:
                 for g in (GAPS if c > 0 else (float("inf"),)):
                     print(f"T={t:<3}c={c:<4}d={d} g={g:<4} " + " ".join(
                         f"m{m}={100 * spatial[_key(t, m, c, d, g)]:.1f}" for m in MARGINS))
+    for v in memberships[1:]:
+        top = sorted((k for k in spatial if grid[k].membership == v), key=spatial.get)[-5:]
+        print(f"best {v}: " + ", ".join(f"{k}={100 * spatial[k]:.2f}" for k in top))
     print(f"reference {out['reference_spatial']}; chosen {out['chosen']}; wrote {path}")
 
 

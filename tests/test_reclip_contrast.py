@@ -65,7 +65,8 @@ def test_answer_reading_and_doubt_warning():
     # a dropped candidate (area prior) is not offered
     assert "reads as" not in answer_doubt_warning(doubt, 1, every,
                                                   keep=np.array([False, True, True]))
-    assert slight["reads_as"] == "the star" and answer_doubt_warning(slight, 2) is None
+    assert slight["reads_as"] == "the star"
+    assert (answer_doubt_warning(slight, 2) is None) == (ANSWER_DOUBT_DEFICIT >= 1.0)
     assert candidate_readings({}, "a photo of the circle", "the circle") is None
 
 
@@ -213,3 +214,67 @@ def test_cli_reports_the_answer_reading_and_checks_the_gap(tmp_path, capsys):
     assert out["answer_reading"]["deficit"] > 0
     assert cli.main([*args, "--contrast-gap", "-1"]) != 0
     assert "contrast_gap" in capsys.readouterr().err
+
+
+def test_membership_option_is_checked_and_needs_its_embeddings():
+    from regionlab.errors import InputError
+
+    with pytest.raises(InputError, match="membership"):
+        GroundingOptions(membership="crop").checked()
+    feats = _features(_TextCLIP())  # embedded without masked crops
+    assert feats.for_membership("views") is feats
+    with pytest.raises(InputError, match="masked-crop embeddings"):
+        ground_features(feats, "the biggest circle", GroundingOptions(membership="masked-crop"))
+
+
+def test_membership_reads_the_masked_crops_when_asked():
+    """The scoring views put the big square within the margin and reading "circle" (no
+    penalty); its masked crop reads "square": only the masked-crop membership keeps it out."""
+    feats = _features(_TextCLIP())
+    looks = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.1, 0.0], [1.0, 0.1, 0.0]]),
+                        dim=-1)[None]
+    feats.embeddings = [looks]  # every view reads "circle"
+    feats.member_embeddings = [F.normalize(torch.tensor(
+        [[1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [1.0, 0.1, 0.0]]), dim=-1)[None]]
+    views = ground_features(feats, "the biggest circle", GroundingOptions(membership="views"))
+    masked = ground_features(feats, "the biggest circle",
+                             GroundingOptions(membership="masked-crop"))
+    both = feats.for_membership("both")
+    assert both.embeddings[0].shape[0] == 2 and both._text_cache is feats._text_cache
+    assert views.index == 1 and masked.index == 2
+
+
+def test_membership_masks_use_proposal_masks_or_segment_each_box():
+    from regionlab.tasks.reclip import proposals_from_boxes, proposals_from_masks
+    from regionlab.tasks.reclip_contrast import membership_masks
+    from regionlab.ui import examples
+
+    sc = examples.scene(19)
+    img = np.asarray(sc.image)[..., :3]
+    gt = np.stack([o.mask for o in sc.objects]).astype(bool)
+    own, source = membership_masks(img, proposals_from_masks(gt, img.shape[:2]))
+    assert source == "proposal masks" and np.array_equal(own, gt)
+    boxes = np.array([o.box for o in sc.objects], float)
+    boxes = np.vstack([boxes, [[0, 0, 30, 30]]])  # plain background: no object inside
+    props = proposals_from_boxes(boxes, img.shape[:2])
+    seg, source = membership_masks(img, props)
+    assert source == "classical box segmentation"
+    inside = props.box_masks(img.shape)
+    assert not (seg & ~inside).any() and seg.any(axis=(1, 2)).all()
+    iou = (seg[:4] & gt).sum((1, 2)) / (seg[:4] | gt).sum((1, 2))
+    assert iou.min() > 0.9  # flat shapes on a gradient: the box segmenter finds them
+
+
+def test_models_without_word_groups_compute_no_masked_crops():
+    from regionlab.tasks.reclip import embed_proposals, proposals_from_boxes
+
+    class _ImageCLIP(_TextCLIP):
+        def encode_images(self, images, batch=64):
+            return torch.ones(len(images), 3)
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    props = proposals_from_boxes(np.array([[0, 0, 20, 20], [10, 10, 40, 40]], float),
+                                 img.shape[:2])
+    opts = GroundingOptions(membership="both")
+    plain = embed_proposals(img, props, "ips", [_ImageCLIP(groups=())], opts)
+    assert plain.member_embeddings is None and "membership_masks_s" not in plain.timing

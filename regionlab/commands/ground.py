@@ -14,7 +14,7 @@ HELP = "ground a referring expression among boxes, masks or automatic proposals 
 MANIFEST_KEYS = ("image (path), expression, boxes ([[x0, y0, x1, y1], ...] or a JSON file), "
                  "masks (list of mask paths), detections (JSON file), image_id, scorer, models, "
                  "blur_sigma, area_prior, no_parser, combine, temperature, margin, contrast, "
-                 "contrast_tolerance, contrast_gap")
+                 "contrast_tolerance, contrast_gap, membership")
 
 
 def add_arguments(p) -> None:
@@ -51,15 +51,20 @@ def add_arguments(p) -> None:
     p.add_argument("--contrast", type=float, default=None,
                    help="contrastive membership weight: a proposal that CLIP reads as a phrase "
                         "one known word away ('the square' for 'the circle') is lowered by "
-                        "this times its preference beyond 3 logits (default: 1 for tree, 0 else; "
+                        "this times its preference beyond 4 logits (default: 1 for tree, 0 else; "
                         "only models that declare word groups, such as the bundled CLIP)")
     p.add_argument("--contrast-tolerance", type=float, default=None,
                    help="logits by which a proposal may prefer a one-word variant before the "
-                        "contrastive penalty starts (default 3)")
+                        "contrastive penalty starts (default 4)")
     p.add_argument("--contrast-gap", type=float, default=None,
                    help="logits by which a proposal may read a noun phrase worse than the "
                         "proposal that reads it best before the contrastive penalty starts "
-                        "(default 10; inf: no relative test)")
+                        "(default inf: no relative test)")
+    p.add_argument("--membership", default=None, choices=["views", "masked-crop", "both"],
+                   help="what the contrastive membership reads with the ips scorer: the IPS "
+                        "views, each proposal's masked crop (proposal masks, or the classical "
+                        "box segmenter's mask for boxes) or both summed (default: both, chosen "
+                        "on validation scenes)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -69,7 +74,7 @@ def item_from_args(args, manifest: bool) -> dict:
             "no_parser": args.no_parser, "combine": args.combine,
             "temperature": args.temperature, "margin": args.margin,
             "contrast": args.contrast, "contrast_tolerance": args.contrast_tolerance,
-            "contrast_gap": args.contrast_gap}
+            "contrast_gap": args.contrast_gap, "membership": args.membership}
     if not manifest:
         item["image"] = args.image
         item["expression"] = args.expression
@@ -120,7 +125,8 @@ def run(item: dict, args, out_dir) -> dict:
                                margin=item.get("margin"),
                                contrast=item.get("contrast"),
                                contrast_tolerance=item.get("contrast_tolerance"),
-                               contrast_gap=item.get("contrast_gap"))
+                               contrast_gap=item.get("contrast_gap"),
+                               membership=item.get("membership"))
     models = item.get("models")
     result = ground(image, item["expression"], proposals=proposals,
                     scorer=item.get("scorer") or "ips", models=models, options=options)

@@ -26,7 +26,6 @@ from .draw import (
     draw_marker,
     draw_points,
     heatmap,
-    mask_box,
     mask_outline,
     overlay_regions,
 )
@@ -662,22 +661,18 @@ def generation_view(image: np.ndarray, masks, names: list[str], colours, res) ->
 # ------------------------------------------------------------------- grounding, labelling
 
 
-def _boxes_of(s: Session) -> list[tuple[int, int, int, int]]:
-    return [mask_box(r.mask) for r in s.regions]
-
-
 def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
               options: AppOptions, combine: str = "tree", temperature=None, margin=None,
               contrast=None, progress=gr.Progress()):
     s = s or Session()
     image = s.require_image()
     clip = check_model("clip", clip, options)
-    boxes = _boxes_of(s) if source == MY_REGIONS else None
-    if source == MY_REGIONS and not boxes:
+    masks = np.stack([r.mask for r in s.regions]) if source == MY_REGIONS and s.regions else None
+    if source == MY_REGIONS and masks is None:
         raise InputError("no regions yet: make some, or choose automatic proposals")
     progress(0.1, desc="grounding")
     t0 = time.perf_counter()
-    res = service.ground(image, expression, boxes=boxes, clip=clip, device=device or None,
+    res = service.ground(image, expression, masks=masks, clip=clip, device=device or None,
                          combine=combine, temperature=temperature, margin=margin,
                          contrast=contrast)
     view = grounding_view(image, res)

@@ -262,8 +262,9 @@ def compare(image: np.ndarray, masks: np.ndarray, *, clip: str, device: str | No
 @gpu_task(120)
 def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
            device: str | None = None, combine: str = "tree", temperature=None, margin=None,
-           contrast=None):
-    """ReCLIP grounding of ``expression`` among ``boxes`` (None: automatic proposals);
+           contrast=None, masks=None):
+    """ReCLIP grounding of ``expression`` among ``masks`` (P, H, W) or ``boxes`` (neither:
+    automatic proposals; masks also give the masked-crop membership its masks);
     ``combine``/``temperature``/``margin``/``contrast`` as in
     :class:`regionlab.tasks.reclip.GroundingOptions` (None: the combination's default)."""
     from ..tasks.reclip import GroundingOptions
@@ -274,7 +275,11 @@ def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
                                temperature=None if temperature is None else float(temperature),
                                margin=None if margin is None else float(margin),
                                contrast=None if contrast is None else float(contrast)).checked()
-    proposals = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if masks is not None:
+        proposals = np.asarray(masks, dtype=bool)
+    else:
+        proposals = (None if boxes is None
+                     else np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     return fn(image, expression, proposals=proposals, models=[load_clip(clip, device)],
               options=options)
 
