@@ -7,7 +7,10 @@ spaCy parse, crop + blur views, the batched forward, text encoding, tree executi
 ``clip.encode_images(views)`` of the same 2P prepared views in ONE batch. Medians over
 ``--repeats`` runs after a warm-up, expressions varying (no parse cache). ``random:ARCH`` is an
 open_clip architecture with random weights (speed does not depend on weights): ViT-B-32 at
-224 px stands for the real CLIPs ReCLIP uses, on a 640x480 image. Target: ratio <= 1.5.
+224 px stands for the real CLIPs ReCLIP uses, on a 640x480 image. Target: ratio <= 1.5 for
+ReCLIP's pipeline. The bundled CLIP (it declares word groups) also reads every proposal's masked
+crop for the contrastive membership: one more forward of P crops and, for box proposals, a
+classical box segmentation each (``membership_masks_s``), so its ratio is about 2.2-2.9.
 Writes benchmarks/results/reclip_speed.json.
 """
 

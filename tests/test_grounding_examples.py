@@ -188,3 +188,25 @@ def test_biggest_and_smallest_differ_on_every_scene(clip):
         big = ground_features(feats, "the biggest shape").index
         small = ground_features(feats, "the smallest shape").index
         assert big != small, seed
+
+
+def test_app_grounds_among_the_users_region_masks(clip):
+    """The Grounding tab's "My regions" hands the regions' masks to grounding (not only their
+    boxes), so the membership reads each region's own mask."""
+    from regionlab.ui.handlers import MY_REGIONS, on_ground
+    from regionlab.ui.options import AppOptions
+    from regionlab.ui.session import Session
+
+    sc = examples.scene(19)
+    s = Session()
+    s.set_image(sc.image, "scene 19")
+    for o in sc.objects:
+        s.add_region(np.asarray(o.mask, bool), "click")
+    labels = [o.label for o in sc.objects]
+    for text, meant in (("the biggest circle", "purple circle"),
+                        ("the smallest square", "orange square")):
+        s, _, _, _, summary, _ = on_ground(s, text, MY_REGIONS, "shapes-clip", "",
+                                           AppOptions(), progress=lambda *a, **k: None)
+        res = s.results["ground"]
+        assert res["proposal_source"] == "masks", res["proposal_source"]
+        assert labels[res["index"]] == meant, (text, summary)
