@@ -31,12 +31,17 @@ from regionlab.models.registry import get_spec
 ROOT = Path(__file__).resolve().parent
 
 
-def tune(clip, n_scenes: int) -> dict:
+#: MaskInversion grids on val: ``full`` as every stage was tuned; ``edge`` past its largest
+#: lr (benchmarks/results/maskinversion_lr_edge_rule.md). Resolution 64 only: 128 never won on
+#: val (best 36% vs 50%, shapes_mi_tuning.json of 2026-11-23) and costs three times as long.
+TUNE_GRIDS = {"full": ([0.01, 0.03, 0.1, 0.3], [10, 20, 40], [0.0, 1.0]),
+              "edge": ([0.1, 0.3, 0.5, 1.0], [5, 10, 20], [0.0])}
+
+
+def tune(clip, n_scenes: int, grid_name: str = "full") -> dict:
     sc = ev.multi_scenes(n_scenes, split="val")
     rows = []
-    # resolution 64 only: 128 never won on val (best 36% vs 50%, shapes_mi_tuning.json of
-    # 2026-11-23) and costs three times as long
-    grid = itertools.product([0.01, 0.03, 0.1, 0.3], [10, 20, 40], [0.0, 1.0], [64])
+    grid = itertools.product(*TUNE_GRIDS[grid_name], [64])
     for lr, iters, alpha, res in grid:
         r = ev.region_accuracy(clip, sc, methods=("maskinversion",),
                                mi_options={"lr": lr, "iterations": iters, "alpha": alpha,
@@ -44,7 +49,7 @@ def tune(clip, n_scenes: int) -> dict:
         rows.append({"lr": lr, "iterations": iters, "alpha": alpha, "resolution": res, **r})
         print(json.dumps(rows[-1]), flush=True)
     best = max(rows, key=lambda r: (r["acc1"], -r["seconds"]))
-    return {"split": "val", "scenes": n_scenes, "rows": rows, "best": best}
+    return {"split": "val", "scenes": n_scenes, "grid": grid_name, "rows": rows, "best": best}
 
 
 def main(argv=None) -> None:
@@ -53,6 +58,7 @@ def main(argv=None) -> None:
     p.add_argument("--single", type=int, default=600, help="single-object test scenes")
     p.add_argument("--model", default="shapes-clip")
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--tune-grid", choices=sorted(TUNE_GRIDS), default="full")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: for choosing checkpoints (written to shapes_quality_val.json)")
     p.add_argument("--first", type=int, default=0,
@@ -69,8 +75,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     clip = load_clip(a.model)
     if a.tune:
-        res = tune(clip, a.scenes)
-        out = ROOT / "results" / "shapes_mi_tuning.json"
+        res = tune(clip, a.scenes, a.tune_grid)
+        out = ROOT / "results" / ("shapes_mi_tuning.json" if a.tune_grid == "full"
+                                  else f"shapes_mi_tuning_{a.tune_grid}.json")
     elif a.renderer in ("cv", "mpl"):
         t0 = time.perf_counter()
         res = {"model": a.model, "source": get_spec(a.model, "clip").source, "split": a.split,
