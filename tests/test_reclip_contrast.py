@@ -278,3 +278,28 @@ def test_models_without_word_groups_compute_no_masked_crops():
     opts = GroundingOptions(membership="both")
     plain = embed_proposals(img, props, "ips", [_ImageCLIP(groups=())], opts)
     assert plain.member_embeddings is None and "membership_masks_s" not in plain.timing
+
+
+def test_cli_membership_option_reaches_grounding(tmp_path, capsys):
+    """``regionlab ground --membership views`` reads the IPS views only (no box segmentation);
+    the default also segments each box for its masked crop."""
+    import json
+
+    from PIL import Image
+
+    from regionlab import cli
+    from regionlab.ui import examples
+
+    sc = examples.scene(30)
+    Image.fromarray(sc.image).save(tmp_path / "scene.png")
+    (tmp_path / "boxes.json").write_text(json.dumps([list(map(float, o.box))
+                                                     for o in sc.objects]))
+    args = ["ground", str(tmp_path / "scene.png"), "the biggest triangle", "--boxes",
+            str(tmp_path / "boxes.json"), "--json"]
+    assert cli.main(args) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert cli.main([*args, "--membership", "views"]) == 0
+    views = json.loads(capsys.readouterr().out)
+    assert "membership_masks_s" in default["timing"]
+    assert "membership_masks_s" not in views["timing"]
+    assert default["index"] == 3  # the green triangle
