@@ -210,3 +210,29 @@ def test_app_grounds_among_the_users_region_masks(clip):
         res = s.results["ground"]
         assert res["proposal_source"] == "masks", res["proposal_source"]
         assert labels[res["index"]] == meant, (text, summary)
+
+
+def test_app_reuses_automatic_candidates_while_the_image_stays(clip, monkeypatch):
+    """Automatic proposals cost seconds per scene (classical engine): the Grounding tab computes
+    them once per image, and a new image computes them again."""
+    from regionlab.tasks import reclip
+    from regionlab.ui.handlers import PROPOSALS, on_ground
+    from regionlab.ui.options import AppOptions
+    from regionlab.ui.session import Session
+
+    calls = []
+    real = reclip.automatic_proposals
+    monkeypatch.setattr(reclip, "automatic_proposals",
+                        lambda image, **kw: calls.append(1) or real(image, **kw))
+    s = Session()
+    answers = []
+    for seed, text in ((24, "the biggest triangle"), (24, "the red star"),
+                       (24, "the biggest triangle"), (14, "the biggest shape")):
+        if s.image_name != f"scene {seed}":
+            s.set_image(examples.scene(seed).image, f"scene {seed}")
+        s, *_ = on_ground(s, text, PROPOSALS, "shapes-clip", "", AppOptions(),
+                          progress=lambda *a, **k: None)
+        answers.append(s.results["ground"]["index"])
+        assert s.results["ground"]["proposal_source"] == "automatic"
+    assert len(calls) == 2, calls  # once per image
+    assert answers[0] == answers[2]

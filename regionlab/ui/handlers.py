@@ -37,6 +37,7 @@ from .session import Session
 INCLUDE, EXCLUDE, BOX = "Include (+)", "Exclude (-)", "Box (2 clicks)"
 CLICK_MODES = (INCLUDE, EXCLUDE, BOX)
 PROPOSALS, MY_REGIONS = "Automatic proposals", "My regions"
+AUTO_CANDIDATES = "ground_candidates"  # Session.image_cache key
 
 
 # ------------------------------------------------------------------------------ drawing
@@ -672,9 +673,12 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
         raise InputError("no regions yet: make some, or choose automatic proposals")
     progress(0.1, desc="grounding")
     t0 = time.perf_counter()
+    cached = s.image_cache.get(AUTO_CANDIDATES) if source == PROPOSALS else None
     res = service.ground(image, expression, masks=masks, clip=clip, device=device or None,
                          combine=combine, temperature=temperature, margin=margin,
-                         contrast=contrast)
+                         contrast=contrast, candidates=cached)
+    if source == PROPOSALS and cached is None and res.proposals.source == "automatic":
+        s.image_cache[AUTO_CANDIDATES] = res.proposals  # the next expression reuses them
     view = grounding_view(image, res)
     s.results["ground"] = view["json"]
     s.results["ground_overlay"] = view["image"]

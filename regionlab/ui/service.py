@@ -262,9 +262,11 @@ def compare(image: np.ndarray, masks: np.ndarray, *, clip: str, device: str | No
 @gpu_task(120)
 def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
            device: str | None = None, combine: str = "tree", temperature=None, margin=None,
-           contrast=None, masks=None):
-    """ReCLIP grounding of ``expression`` among ``masks`` (P, H, W) or ``boxes`` (neither:
-    automatic proposals; masks also give the masked-crop membership its masks);
+           contrast=None, masks=None, candidates=None):
+    """ReCLIP grounding of ``expression`` among ``masks`` (P, H, W), ``boxes`` or
+    ``candidates`` (a :class:`~regionlab.tasks.reclip.Proposals` kept from an earlier result
+    on the same image; none of them: automatic proposals; masks also give the masked-crop
+    membership its masks);
     ``combine``/``temperature``/``margin``/``contrast`` as in
     :class:`regionlab.tasks.reclip.GroundingOptions` (None: the combination's default)."""
     from ..tasks.reclip import GroundingOptions
@@ -277,6 +279,8 @@ def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
                                contrast=None if contrast is None else float(contrast)).checked()
     if masks is not None:
         proposals = np.asarray(masks, dtype=bool)
+    elif candidates is not None:
+        proposals = candidates
     else:
         proposals = (None if boxes is None
                      else np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
