@@ -601,3 +601,20 @@ def test_words_the_bundled_clip_does_not_know_are_named(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and json.loads(out)["unknown_words"] == ["dog"]
     assert "regionlab ground: warning: shapes-clip does not know the word(s) 'dog'" in err
+
+
+def test_benchmark_with_the_apps_automatic_candidates_scores_by_overlap():
+    """``candidates="automatic"`` grounds among automatic proposals (the app's default) and
+    counts an answer right by IoU > 0.5 with the target's box; no method beats the share of
+    expressions whose target any proposal covers (``reachable``)."""
+    from regionlab.eval.reclip import shapes_rec_benchmark
+
+    res = shapes_rec_benchmark(3, 0, "val", kinds=("attribute", "superlative"),
+                               candidates="automatic")
+    acc = res["accuracy"]
+    assert res["candidates"] == "automatic" and res["n_expressions"] > 0
+    assert 0.0 < acc["reachable"]["all"] <= 1.0
+    for m in ("reclip", "ips", "random"):
+        assert acc[m]["all"] <= acc["reachable"]["all"] + 1e-9
+    objects = shapes_rec_benchmark(3, 0, "val", kinds=("attribute", "superlative"))
+    assert objects["accuracy"]["reachable"]["all"] == 1.0

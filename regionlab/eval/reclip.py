@@ -31,6 +31,7 @@ from ..tasks.reclip import (
     box_iou,
     embed_proposals,
     ground_features,
+    make_proposals,
     proposals_from_boxes,
     read_detections,
 )
@@ -332,7 +333,7 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
                          models=None, options: GroundingOptions | None = None,
                          scorer: str = "ips", variants: dict | None = None,
                          kinds: tuple[str, ...] | None = None, renderer: str = "pil",
-                         render_options=None) -> dict:
+                         render_options=None, candidates: str = "objects") -> dict:
     """Accuracy of grounding variants, IPS alone and a random choice on ShapesWorld referring
     expressions (ground-truth boxes as proposals, held-out scenes), split by expression kind
     and subtype. ``spatial`` pools every kind but ``attribute``.
@@ -341,7 +342,10 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
     options}``); all come from the same forward passes. ``kinds`` defaults to attribute,
     relation and superlative (add "everyday" for the phrasing shift); ``renderer`` "pil" (ours)
     or "cv" (the independent renderer); ``render_options`` a
-    :class:`~regionlab.shapes.scenes.RenderOptions` (e.g. ``size=448``, the app's scale)."""
+    :class:`~regionlab.shapes.scenes.RenderOptions` (e.g. ``size=448``, the app's scale).
+    ``candidates`` "objects" (the objects' boxes) or "automatic" (the app's default: automatic
+    proposals, right when the chosen box has IoU > 0.5 with the target's; ``random`` is then
+    the share of proposals that would be right, ``reachable`` whether any would be)."""
     from ..shapes.expressions import KINDS, generate_rec_items
     from ..tasks.reclip_parser import parse_expression
 
@@ -353,18 +357,33 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
     rows = []
     t0 = time.perf_counter()
     for item in items:
-        props = proposals_from_boxes(item.boxes, item.scene.image.shape[:2], "ground-truth")
+        if candidates == "automatic":
+            props = make_proposals(item.scene.image, None)
+        else:
+            props = proposals_from_boxes(item.boxes, item.scene.image.shape[:2], "ground-truth")
         feats = embed_proposals(item.scene.image, props, scorer, models, opts)
+        iou = box_iou(props.boxes, np.asarray(item.boxes, dtype=np.float64))
         for e in item.expressions:
             tree = parse_expression(e.text)
+            if candidates == "automatic":
+                ok = iou[:, e.target] > 0.5
+
+                def right(i, ok=ok):
+                    return int(ok[i])
+                chance, reachable = float(ok.mean()), int(ok.any())
+            else:
+                def right(i, e=e):
+                    return int(i == e.target)
+                chance, reachable = 1.0 / len(props), 1
             row = {
                 "scene": item.index, "text": e.text, "kind": e.kind, "subtype": e.subtype,
-                "target": e.target, "n_proposals": len(props), "random": 1.0 / len(props),
+                "target": e.target, "n_proposals": len(props), "random": chance,
+                "reachable": reachable,
             }
             for name, v_opts in variants.items():
                 res = ground_features(feats, e.text, v_opts, tree=tree)
-                row[name] = int(res.index == e.target)
-                row["ips"] = int(int(np.argmax(res.ips_probs)) == e.target)
+                row[name] = right(res.index)
+                row["ips"] = right(int(np.argmax(res.ips_probs)))
                 row["used_tree"] = res.used_tree
             rows.append(row)
     seconds = time.perf_counter() - t0
@@ -376,19 +395,20 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
         if r["kind"] != "attribute":
             groups["spatial"].append(r)
     methods = {}
-    for m in (*variants, "ips", "random"):
+    for m in (*variants, "ips", "random", "reachable"):
         methods[m] = {g: round(float(np.mean([r[m] for r in rs])), 4) for g, rs in
                       sorted(groups.items())}
     first = next(iter(variants))
     return {
         "split": split, "seed": seed, "n_scenes": n_scenes, "n_expressions": len(rows),
-        "renderer": renderer, "kinds": list(kinds or KINDS),
+        "renderer": renderer, "kinds": list(kinds or KINDS), "candidates": candidates,
         "variants": {k: {"combine": v.combine, "temperature": v.effective_temperature,
                          "margin": v.effective_margin,
                          "contrast": v.effective_contrast,
                          "contrast_tolerance": v.effective_contrast_tolerance,
                          "contrast_gap": (v.effective_contrast_gap
                                           if np.isfinite(v.effective_contrast_gap) else None),
+                         "membership": v.effective_membership,
                          "logit_scale": v.effective_logit_scale or "model"}
                      for k, v in variants.items()},
         "counts": {g: len(rs) for g, rs in sorted(groups.items())},
