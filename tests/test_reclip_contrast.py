@@ -302,4 +302,6 @@ def test_cli_membership_option_reaches_grounding(tmp_path, capsys):
     views = json.loads(capsys.readouterr().out)
     assert "membership_masks_s" in default["timing"]
     assert "membership_masks_s" not in views["timing"]
+    assert any("classical box segmenter" in n for n in default["notes"])
+    assert not any("classical box segmenter" in n for n in views["notes"])
     assert default["index"] == 3  # the green triangle

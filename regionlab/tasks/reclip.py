@@ -46,6 +46,7 @@ from PIL import Image, ImageFilter
 from ..config import LIMITS
 from ..errors import InputError, ModelUnavailableError
 from ..inputs import check_number, check_text, load_image, load_masks
+from .reclip_contrast import BOX_SEGMENTATION
 
 SCORERS = ("ips", "masked-crop", "maskinversion")
 VIEWS = ("crop", "blur")
@@ -848,6 +849,10 @@ def ground_features(features: ProposalFeatures, expression: str,
     scaled = within_margin(logits, opts.effective_margin, keep)
     scaled[:, 0] = logits[:, 0]  # the full expression's IPS is CLIP's own answer: no margin
     contrast = _contrast(features, texts, scaled, opts, keep)
+    if (contrast and features.member_masks_source == BOX_SEGMENTATION
+            and (opts.membership or DEFAULT_MEMBERSHIP) != "views"):
+        notes.append("the membership read each box's masked crop, with masks from the classical "
+                     "box segmenter: pass masks as proposals to use your own")
     probs_by_text = softmax_over_proposals(scaled / opts.effective_temperature, keep)
     ips = probs_by_text[:, 0]
     used = bool(opts.use_parser and tree is not None and tree.uses_spatial)

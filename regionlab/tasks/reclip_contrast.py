@@ -37,6 +37,8 @@ _WORD = re.compile(r"[a-z]+")
 
 #: What the contrastive membership reads: the scoring views, the masked crop, or both.
 MEMBERSHIPS = ("views", "masked-crop", "both")
+#: where :func:`membership_masks` took the masks of box-only proposals from
+BOX_SEGMENTATION = "classical box segmentation"
 
 
 def word_groups(clips) -> tuple[tuple[str, ...], ...]:
@@ -127,4 +129,4 @@ def membership_masks(image: np.ndarray, proposals) -> tuple[np.ndarray, str]:
     for i, b in enumerate(proposals.boxes):
         m = seg.predict(None, tuple(float(v) for v in b), multimask=False).masks[0] & boxes[i]
         out[i] = m if m.any() else boxes[i]
-    return out, "classical box segmentation"
+    return out, BOX_SEGMENTATION
