@@ -192,22 +192,30 @@ def test_phrase_deficits_reads_each_proposal_against_the_variants():
     assert phrase_deficits(feats, "the shape", feats.clips[0].word_groups) is None
 
 
+def _ground_args(tmp_path, seed: int, expression: str) -> list[str]:
+    """``regionlab ground --json`` arguments for an example scene with its objects' boxes."""
+    import json
+
+    from PIL import Image
+
+    from regionlab.ui import examples
+
+    sc = examples.scene(seed)
+    Image.fromarray(sc.image).save(tmp_path / "scene.png")
+    (tmp_path / "boxes.json").write_text(json.dumps([list(map(float, o.box))
+                                                     for o in sc.objects]))
+    return ["ground", str(tmp_path / "scene.png"), expression, "--boxes",
+            str(tmp_path / "boxes.json"), "--json"]
+
+
 def test_cli_reports_the_answer_reading_and_checks_the_gap(tmp_path, capsys):
     """``regionlab ground --json`` carries how the answer reads the head phrase; a negative
     ``--contrast-gap`` is refused with the option's name."""
     import json
 
-    from PIL import Image
-
     from regionlab import cli
-    from regionlab.ui import examples
 
-    sc = examples.scene(19)
-    Image.fromarray(sc.image).save(tmp_path / "scene.png")
-    (tmp_path / "boxes.json").write_text(json.dumps([list(map(float, o.box))
-                                                     for o in sc.objects]))
-    args = ["ground", str(tmp_path / "scene.png"), "the purple circle", "--boxes",
-            str(tmp_path / "boxes.json"), "--json"]
+    args = _ground_args(tmp_path, 19, "the purple circle")
     assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["answer_reading"]["reads_as"] == "the purple circle"
@@ -285,17 +293,9 @@ def test_cli_membership_option_reaches_grounding(tmp_path, capsys):
     the default also segments each box for its masked crop."""
     import json
 
-    from PIL import Image
-
     from regionlab import cli
-    from regionlab.ui import examples
 
-    sc = examples.scene(30)
-    Image.fromarray(sc.image).save(tmp_path / "scene.png")
-    (tmp_path / "boxes.json").write_text(json.dumps([list(map(float, o.box))
-                                                     for o in sc.objects]))
-    args = ["ground", str(tmp_path / "scene.png"), "the biggest triangle", "--boxes",
-            str(tmp_path / "boxes.json"), "--json"]
+    args = _ground_args(tmp_path, 30, "the biggest triangle")
     assert cli.main(args) == 0
     default = json.loads(capsys.readouterr().out)
     assert cli.main([*args, "--membership", "views"]) == 0
