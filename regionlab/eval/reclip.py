@@ -365,25 +365,18 @@ def shapes_rec_benchmark(n_scenes: int = 300, seed: int = 0, split: str = "test"
         iou = box_iou(props.boxes, np.asarray(item.boxes, dtype=np.float64))
         for e in item.expressions:
             tree = parse_expression(e.text)
-            if candidates == "automatic":
-                ok = iou[:, e.target] > 0.5
-
-                def right(i, ok=ok):
-                    return int(ok[i])
-                chance, reachable = float(ok.mean()), int(ok.any())
-            else:
-                def right(i, e=e):
-                    return int(i == e.target)
-                chance, reachable = 1.0 / len(props), 1
+            # which proposals count as the target: itself, or any automatic one over IoU 0.5
+            ok = (iou[:, e.target] > 0.5 if candidates == "automatic"
+                  else np.arange(len(props)) == e.target)
             row = {
                 "scene": item.index, "text": e.text, "kind": e.kind, "subtype": e.subtype,
-                "target": e.target, "n_proposals": len(props), "random": chance,
-                "reachable": reachable,
+                "target": e.target, "n_proposals": len(props), "random": float(ok.mean()),
+                "reachable": int(ok.any()),
             }
             for name, v_opts in variants.items():
                 res = ground_features(feats, e.text, v_opts, tree=tree)
-                row[name] = right(res.index)
-                row["ips"] = right(int(np.argmax(res.ips_probs)))
+                row[name] = int(ok[res.index])
+                row["ips"] = int(ok[int(np.argmax(res.ips_probs))])
                 row["used_tree"] = res.used_tree
             rows.append(row)
     seconds = time.perf_counter() - t0

@@ -710,6 +710,14 @@ def unknown_note(clips, words: list[str]) -> str:
             f"'Real weights')")
 
 
+def _membership(features: ProposalFeatures, opts: GroundingOptions) -> str:
+    """The membership view to read: the options', else the default when the proposals were
+    embedded with masked crops, else the views."""
+    if opts.membership is not None:
+        return opts.membership
+    return DEFAULT_MEMBERSHIP if features.member_embeddings is not None else "views"
+
+
 def _contrast(features: ProposalFeatures, texts: list[str], scaled: np.ndarray,
               opts: GroundingOptions, keep: np.ndarray | None = None) -> dict[str, tuple]:
     """Lower each noun phrase's (columns 1..) logits in ``scaled`` by the contrastive
@@ -723,9 +731,7 @@ def _contrast(features: ProposalFeatures, texts: list[str], scaled: np.ndarray,
     out: dict[str, tuple] = {}
     if not groups:
         return out
-    membership = opts.membership or (DEFAULT_MEMBERSHIP if features.member_embeddings is not None
-                                     else "views")
-    features = features.for_membership(membership)
+    features = features.for_membership(_membership(features, opts))
     prompt = opts.prompt
     for k, text in enumerate(texts[1:], start=1):
         phrase = text[len(prompt):] if text.startswith(prompt) else text
@@ -850,7 +856,7 @@ def ground_features(features: ProposalFeatures, expression: str,
     scaled[:, 0] = logits[:, 0]  # the full expression's IPS is CLIP's own answer: no margin
     contrast = _contrast(features, texts, scaled, opts, keep)
     if (contrast and features.member_masks_source == BOX_SEGMENTATION
-            and (opts.membership or DEFAULT_MEMBERSHIP) != "views"):
+            and _membership(features, opts) != "views"):
         notes.append("the membership read each box's masked crop, with masks from the classical "
                      "box segmenter: pass masks as proposals to use your own")
     probs_by_text = softmax_over_proposals(scaled / opts.effective_temperature, keep)
