@@ -384,6 +384,12 @@ def test_execute_tree_end_to_end():
     tree = parse_expression("the rightmost red circle")
     dists, _ = execute_tree(tree, {0: np.array([0.3, 0.7, 0.0])}, boxes, (60, 90))
     assert dists[0].argmax() == 0
+    # a generic head ("the rightmost shape") is uniform over the proposals it is given
+    tree = parse_expression("the rightmost shape")
+    assert tree.entities[0].generic
+    assert execute_tree(tree, {}, boxes, (60, 90))[0][0].argmax() == 0
+    dists, _ = execute_tree(tree, {0: np.array([0.0, 0.5, 0.5])}, boxes, (60, 90))
+    assert dists[0].argmax() == 2 and dists[0][0] == 0.0  # proposal 0 was excluded
 
 
 def test_vanishing_relation_is_reported_not_crashing():

@@ -47,6 +47,7 @@ from ..config import LIMITS
 from ..errors import InputError, ModelUnavailableError
 from ..inputs import check_number, check_text, load_image, load_masks
 from .reclip_contrast import BOX_SEGMENTATION
+from .reclip_objectness import object_keep
 
 SCORERS = ("ips", "masked-crop", "maskinversion")
 VIEWS = ("crop", "blur")
@@ -359,6 +360,9 @@ class GroundingOptions:
     :data:`DEFAULT_MEMBERSHIP` (or ``views`` for proposals embedded without masked crops):
     which embeddings that membership reads with the ``ips`` scorer (``views``,
     ``masked-crop`` or ``both``; the other scorers read their own).
+    ``object_min_cos`` None = the model's default: automatic candidates whose masked crop
+    reads as no class the model knows (best class cosine below it) are left out of the choice
+    (:mod:`.reclip_objectness`; the bundled CLIP only; ``-1`` turns it off).
     """
 
     blur_sigma: float | None = None
@@ -375,6 +379,7 @@ class GroundingOptions:
     contrast_tolerance: float | None = None
     contrast_gap: float | None = None
     membership: str | None = None
+    object_min_cos: float | None = None
     max_batch: int = 512
     mi_options: dict = field(default_factory=dict)
 
@@ -394,6 +399,8 @@ class GroundingOptions:
             check_number(self.contrast_tolerance, "contrast_tolerance", 0.0, 1e3)
         if self.contrast_gap is not None and self.contrast_gap != float("inf"):
             check_number(self.contrast_gap, "contrast_gap", 0.0, 1e3)
+        if self.object_min_cos is not None:
+            check_number(self.object_min_cos, "object_min_cos", -1.0, 1.0)
         check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
         from .reclip_contrast import MEMBERSHIPS
 
@@ -635,7 +642,8 @@ class GroundingResult:
     noun phrase against its one-word variants, ``{"phrase", "deficit", "reads_as"}`` (None
     when the models declare no word groups or the head has no grouped word);
     ``candidate_readings``: the same for every proposal, ``[{"deficit", "reads_as"}]`` (or
-    None); ``timing`` in seconds."""
+    None); ``objects``: which automatic candidates the objectness filter kept (None: none
+    left out); ``timing`` in seconds."""
 
     index: int
     box: list[float]
@@ -659,6 +667,7 @@ class GroundingResult:
     warnings: list[str] = field(default_factory=list)
     answer_reading: dict | None = None
     candidate_readings: list[dict] | None = None
+    objects: list[bool] | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -678,6 +687,7 @@ class GroundingResult:
             "warnings": self.warnings,
             "answer_reading": self.answer_reading,
             "candidate_readings": self.candidate_readings,
+            "objects": self.objects,
             "temperature": self.temperature,
             "margin": self.margin,
             "expression": self.expression,
@@ -843,6 +853,15 @@ def ground_features(features: ProposalFeatures, expression: str,
         elif not keep.all():
             notes.append(f"area prior dropped {int((~keep).sum())} proposal(s) smaller than "
                          f"{opts.min_area_fraction:.0%} of the image")
+    objects, object_notes = object_keep(features, opts.object_min_cos)
+    if objects is not None:
+        if keep is not None and not (keep & objects).any():
+            object_notes = ["the objectness filter was ignored: it would leave out every "
+                            "proposal the area prior kept"]
+            objects = None
+        else:
+            keep = objects if keep is None else keep & objects
+    notes += object_notes
     entities = [] if tree is None else [e for e in tree.entities if e.text and not e.generic]
     # column 0: the full expression (CLIP's own answer); then each distinct entity text
     texts = [opts.prompt + text.lower(),
@@ -931,6 +950,7 @@ def ground_features(features: ProposalFeatures, expression: str,
         warnings=warnings,
         answer_reading=reading,
         candidate_readings=readings,
+        objects=None if objects is None else [bool(v) for v in objects],
         combine=opts.combine,
         temperature=opts.effective_temperature,
         margin=opts.effective_margin,

@@ -175,8 +175,9 @@ def execute_tree(tree: ParseTree, ips: dict[int, np.ndarray], boxes: np.ndarray,
     """Every entity's distribution over the P proposals (METHODS.md 3.2); ``include_self``
     as in :func:`apply_superlative`.
 
-    ``ips[e]`` is IPS(entity e's text) (generic entities may be missing: uniform). Returns
-    ({entity id: p}, notes); the head's p is ``result[0]``."""
+    ``ips[e]`` is IPS(entity e's text); a generic entity ("the shape") is missing (uniform)
+    or given the uniform distribution over the proposals still allowed (area prior,
+    objectness filter). Returns ({entity id: p}, notes); the head's p is ``result[0]``."""
     n = len(np.asarray(boxes).reshape(-1, 4))
     out: dict[int, np.ndarray] = {}
     notes: list[str] = []
@@ -186,7 +187,7 @@ def execute_tree(tree: ParseTree, ips: dict[int, np.ndarray], boxes: np.ndarray,
             return out[eid]
         node = tree.entities[eid]
         base = ips.get(eid)
-        p = np.full(n, 1.0 / n) if base is None or node.generic else np.asarray(base, float)
+        p = np.full(n, 1.0 / n) if base is None else np.asarray(base, float)
         p = p / p.sum()
         for rel in node.relations:
             if rel.predicate is None or any(t in stack for t in rel.targets):

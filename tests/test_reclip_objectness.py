@@ -1,0 +1,91 @@
+"""Objectness filter of automatic grounding candidates (regionlab.tasks.reclip_objectness)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from regionlab.errors import InputError
+from regionlab.tasks.reclip import GroundingOptions, ProposalFeatures, Proposals, ground_features
+from regionlab.tasks.reclip_objectness import known_classes, object_keep
+
+
+class _FakeCLIP:
+    """Four classes (red/blue x circle/square), one direction each; a fifth direction (4) is
+    what no class reads: the background."""
+
+    name = "fake"
+    logit_scale = 10.0
+
+    def __init__(self, defaults=None, groups=(("red", "blue"), ("circle", "square"))):
+        self.word_groups = groups
+        self.defaults = {"object_min_cos": 0.5} if defaults is None else defaults
+
+    def encode_texts(self, texts):
+        dirs = {"red circle": 0, "red square": 1, "blue circle": 2, "blue square": 3}
+        out = torch.zeros(len(texts), 5)
+        for k, t in enumerate(texts):
+            hits = [d for name, d in dirs.items() if name in t]
+            for w, d in (("circle", 0), ("square", 1)):  # bare shapes read as their red one
+                if not hits and w in t:
+                    hits = [d]
+            out[k, hits[0] if hits else 4] = 1.0
+        return out
+
+
+def _features(clip, source="automatic") -> ProposalFeatures:
+    # candidate 0: a red circle at the left; 1: the background (the biggest, at the right);
+    # 2: a red circle at the right; views and masked crops read the same
+    emb = F.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.1], [0.1, 0.0, 0.0, 0.0, 1.0],
+                                    [1.0, 0.0, 0.0, 0.0, 0.2]]), dim=-1)
+    boxes = np.array([[0, 40, 10, 50], [50, 0, 100, 100], [40, 40, 55, 55]], float)
+    return ProposalFeatures([clip], [emb[None]], Proposals(boxes, source=source), (100, 100),
+                            "ips", {}, member_embeddings=[emb[None]])
+
+
+def test_known_classes_are_the_word_group_combinations(bundled_clip):
+    assert known_classes(_FakeCLIP()) == ["red circle", "red square", "blue circle",
+                                          "blue square"]
+    assert known_classes(_FakeCLIP(groups=())) == []
+    classes = known_classes(bundled_clip)
+    assert len(classes) == 30 and "red star" in classes
+
+
+def test_background_candidate_is_left_out_of_the_choice():
+    feats = _features(_FakeCLIP())
+    keep, notes = object_keep(feats)
+    assert keep.tolist() == [True, False, True]
+    assert "1 automatic candidate(s) (1) left out" in notes[0]
+    res = ground_features(feats, "the rightmost shape")
+    assert res.index == 2 and res.objects == [True, False, True]
+    assert res.probs[1] == 0.0
+    assert res.to_dict()["objects"] == [True, False, True]
+    assert any("left out" in n for n in res.to_dict()["notes"])
+    off = ground_features(feats, "the rightmost shape", GroundingOptions(object_min_cos=-1))
+    assert off.index == 1 and off.objects is None  # the background strip, as before
+
+
+def test_filter_needs_automatic_candidates_a_vocabulary_and_a_threshold():
+    assert object_keep(_features(_FakeCLIP(), source="masks")) == (None, [])  # user regions
+    assert object_keep(_features(_FakeCLIP(groups=()))) == (None, [])  # a real CLIP
+    assert object_keep(_features(_FakeCLIP(defaults={}))) == (None, [])  # no tuned default
+    keep, _ = object_keep(_features(_FakeCLIP(defaults={})), threshold=0.5)  # asked for
+    assert keep.tolist() == [True, False, True]
+    feats = _features(_FakeCLIP())
+    feats.member_embeddings = None  # embedded without masked crops (membership "views")
+    assert object_keep(feats) == (None, [])
+
+
+def test_a_filter_that_would_drop_everything_keeps_all_and_says_so():
+    keep, notes = object_keep(_features(_FakeCLIP()), threshold=0.999)
+    assert keep is None and "all kept" in notes[0]
+    res = ground_features(_features(_FakeCLIP()), "the rightmost shape",
+                          GroundingOptions(object_min_cos=0.999))
+    assert res.index == 1 and res.objects is None
+
+
+def test_object_min_cos_is_checked():
+    with pytest.raises(InputError, match="object_min_cos"):
+        GroundingOptions(object_min_cos=1.5).checked()
