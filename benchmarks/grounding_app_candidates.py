@@ -9,10 +9,12 @@ Grounding tab grounds, by default, among automatic proposals (the classical engi
 renderer and the matplotlib renderer (the shift set, never trained or tuned on), every
 expression kind, report only (nothing is chosen here): right when the chosen proposal's box has
 IoU > 0.5 with the target's. Variants from the same forwards: ``default``; ``views only`` (the
-membership before the masked crop: IPS views, tolerance 3, gap 10); ``reference`` (ReCLIP);
-``objectness off`` (every automatic candidate may be chosen); IPS alone; ``random`` = the
-share of proposals that would be right; ``reachable`` = whether any proposal would be (the
-ceiling the candidates set). The same scenes with the objects' boxes are reported beside it. Writes benchmarks/results/grounding_app_candidates.json.
+membership before the masked crop: IPS views, tolerance 3, gap 10; no objectness filter);
+``reference`` (ReCLIP, no objectness filter); ``objectness off`` (every automatic candidate
+may be chosen); IPS alone; ``random`` = the share of proposals that would be right;
+``reachable`` = whether any proposal would be (the ceiling the candidates set). The same
+scenes with the objects' boxes are reported beside it. Writes
+benchmarks/results/grounding_app_candidates.json.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ TUNE_SCENES = {"pil": 40, "cv": 60}
 VARIANTS = {"default": GroundingOptions(),
             "objectness off": GroundingOptions(object_min_cos=-1.0),
             "views only": GroundingOptions(membership="views", contrast_tolerance=3.0,
-                                           contrast_gap=10.0),
-            "reference": GroundingOptions(combine="reference")}
+                                           contrast_gap=10.0, object_min_cos=-1.0),
+            "reference": GroundingOptions(combine="reference", object_min_cos=-1.0)}
 
 
 def tune() -> dict:

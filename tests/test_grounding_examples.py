@@ -214,16 +214,18 @@ def test_app_grounds_among_the_users_region_masks(clip):
 
 def test_app_reuses_automatic_candidates_while_the_image_stays(clip, monkeypatch):
     """Automatic proposals cost seconds per scene (classical engine): the Grounding tab computes
-    them once per image, and a new image computes them again."""
+    and embeds them once per image, and a new image computes them again."""
     from regionlab.tasks import reclip
     from regionlab.ui.handlers import PROPOSALS, on_ground
     from regionlab.ui.options import AppOptions
     from regionlab.ui.session import Session
 
-    calls = []
-    real = reclip.automatic_proposals
+    calls, embeds = [], []
+    real, real_embed = reclip.automatic_proposals, reclip.embed_proposals
     monkeypatch.setattr(reclip, "automatic_proposals",
                         lambda image, **kw: calls.append(1) or real(image, **kw))
+    monkeypatch.setattr(reclip, "embed_proposals",
+                        lambda *a, **kw: embeds.append(1) or real_embed(*a, **kw))
     s = Session()
     answers = []
     for seed, text in ((24, "the biggest triangle"), (24, "the red star"),
@@ -235,4 +237,5 @@ def test_app_reuses_automatic_candidates_while_the_image_stays(clip, monkeypatch
         answers.append(s.results["ground"]["index"])
         assert s.results["ground"]["proposal_source"] == "automatic"
     assert len(calls) == 2, calls  # once per image
+    assert len(embeds) == 2, embeds  # and embedded once: the next expression encodes text only
     assert answers[0] == answers[2]

@@ -612,6 +612,11 @@ def test_evaluate_shapes_variants(rand_clip):
         assert 0 <= r["miou"] <= 1 and r["scenes"] == 3
         # ground-truth masks as proposals: background is never painted
         assert r["background_false_positive_rate"] == 0.0
+    # the shift set's scenes (matplotlib renderer): other pictures, the same bookkeeping
+    mpl = evaluate_shapes_variants({"masked": LabelOptions(fusion="eval")}, rand_clip, n=3,
+                                   split="val", proposals="gt", renderer="mpl")["masked"]
+    assert mpl["renderer"] == "mpl" and out["masked"]["renderer"] == "pil"
+    assert mpl["background_false_positive_rate"] == 0.0
 
 
 def test_viz_helpers(tmp_path):

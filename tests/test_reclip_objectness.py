@@ -1,4 +1,4 @@
-"""Objectness filter of automatic grounding candidates (regionlab.tasks.reclip_objectness)."""
+"""Objectness filter of automatic grounding candidates (regionlab.tasks.objectness)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from regionlab.errors import InputError
+from regionlab.tasks.objectness import known_classes, object_keep
 from regionlab.tasks.reclip import GroundingOptions, ProposalFeatures, Proposals, ground_features
-from regionlab.tasks.reclip_objectness import known_classes, object_keep
 
 
 class _FakeCLIP:
@@ -89,3 +89,61 @@ def test_a_filter_that_would_drop_everything_keeps_all_and_says_so():
 def test_object_min_cos_is_checked():
     with pytest.raises(InputError, match="object_min_cos"):
         GroundingOptions(object_min_cos=1.5).checked()
+
+
+def test_cli_leaves_background_candidates_out_on_another_renderer(tmp_path, capsys,
+                                                                  bundled_clip):
+    """An OpenCV-renderer test scene at the app's size, automatic candidates: "the purple
+    object" picked a background candidate (box IoU 0.31 with the purple circle) before the
+    objectness filter; with it the purple circle, and every object keeps a candidate."""
+    import json
+
+    from PIL import Image
+
+    from regionlab import cli
+    from regionlab.shapes.expressions import ALL_KINDS, generate_rec_items
+    from regionlab.shapes.scenes import RenderOptions
+    from regionlab.tasks.reclip import box_iou
+
+    item = generate_rec_items("test", 1, 0, kinds=ALL_KINDS, renderer="cv",
+                              options=RenderOptions(size=448))[0]
+    Image.fromarray(item.scene.image).save(tmp_path / "scene.png")
+    target = np.asarray(item.boxes, float)[[1]]  # the purple circle
+    args = ["ground", str(tmp_path / "scene.png"), "the purple object", "--json"]
+    assert cli.main(args) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert cli.main([*args, "--object-min-cos", "-1"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert box_iou(np.array([on["box"]]), target)[0, 0] > 0.5
+    assert box_iou(np.array([off["box"]]), target)[0, 0] < 0.5
+    assert off["objects"] is None and False in on["objects"]
+    kept = np.asarray(on["boxes"], float)[np.asarray(on["objects"])]
+    assert (box_iou(kept, np.asarray(item.boxes, float)) > 0.5).any(0).all()
+    assert cli.main([*args, "--object-min-cos", "2"]) != 0
+    assert "object_min_cos" in capsys.readouterr().err
+
+
+def test_labelling_leaves_non_objects_out_of_automatic_proposals(bundled_clip):
+    """OVSeg labelling of an OpenCV-renderer scene (textured background) with automatic
+    proposals: an explicit threshold leaves background regions out with a notice, -1 keeps
+    them all, and user masks are never filtered."""
+    from regionlab.shapes.renderers import render
+    from regionlab.shapes.scenes import split_seed
+    from regionlab.tasks.ovseg import LabelOptions, label
+    from regionlab.tasks.vocabularies import BUILTIN
+
+    sc = render("cv", split_seed("test", 3))
+    classes = list(BUILTIN["shapes"])
+    off = label(sc.image, classes, options=LabelOptions(object_min_cos=-1, render=False),
+                clip=bundled_clip)
+    on = label(sc.image, classes, options=LabelOptions(object_min_cos=0.42, render=False),
+               clip=bundled_clip)
+    n_left = len(off.regions) - len(on.regions)
+    assert n_left > 0 and f"{n_left} automatic proposal(s) left out" in on.notice
+    assert "left out" not in (off.notice or "")
+    masks = np.stack([o.mask for o in sc.objects])
+    user = label(sc.image, classes, masks=masks, clip=bundled_clip,
+                 options=LabelOptions(object_min_cos=0.99, render=False))
+    assert len(user.regions) == len(sc.objects) and "left out" not in (user.notice or "")
+    with pytest.raises(InputError, match="object_min_cos"):
+        label(sc.image, classes, options=LabelOptions(object_min_cos=-2), clip=bundled_clip)

@@ -218,6 +218,26 @@ def test_grounding_view_shows_how_each_candidate_reads_the_head_phrase():
         assert "looks more like" in view["summary"]
 
 
+def test_grounding_view_marks_candidates_the_objectness_filter_left_out():
+    """A fake result with three automatic candidates, the middle one left out: the table says
+    so and only the other two are drawn."""
+    from regionlab.tasks.reclip import GroundingResult, Proposals
+    from regionlab.ui.handlers import grounding_view
+
+    image = np.full((60, 90, 3), 255, np.uint8)
+    boxes = np.array([[0, 0, 20, 20], [30, 0, 60, 60], [70, 40, 90, 60]], float)
+    res = GroundingResult(index=2, box=list(boxes[2]), mask=None, indices=[2],
+                          probs=[0.3, 0.0, 0.7], ips_probs=[0.3, 0.0, 0.7], node_probs={},
+                          tree=None, used_tree=False, expression="x", scorer="ips", models=[],
+                          proposals=Proposals(boxes, source="automatic"), timing={},
+                          objects=[True, False, True])
+    view = grounding_view(image, res)
+    shown = dict(zip(view["table"]["proposal"], view["table"]["object?"]))
+    assert shown == {0: "yes", 1: "left out: reads as no known class", 2: "yes"}
+    assert (view["image"][30:58, 30:32] == 255).all()  # the left-out box's edge: not drawn
+    assert (view["image"][45:55, 70] != 255).any()  # the others are
+
+
 def test_add_proposals_does_not_duplicate_regions():
     from regionlab.ui.handlers import new_regions
 

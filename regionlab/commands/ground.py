@@ -14,7 +14,7 @@ HELP = "ground a referring expression among boxes, masks or automatic proposals 
 MANIFEST_KEYS = ("image (path), expression, boxes ([[x0, y0, x1, y1], ...] or a JSON file), "
                  "masks (list of mask paths), detections (JSON file), image_id, scorer, models, "
                  "blur_sigma, area_prior, no_parser, combine, temperature, margin, contrast, "
-                 "contrast_tolerance, contrast_gap, membership")
+                 "contrast_tolerance, contrast_gap, membership, object_min_cos")
 
 
 def add_arguments(p) -> None:
@@ -65,6 +65,10 @@ def add_arguments(p) -> None:
                         "views, each proposal's masked crop (proposal masks, or the classical "
                         "box segmenter's mask for boxes) or both summed (default: both, chosen "
                         "on validation scenes)")
+    p.add_argument("--object-min-cos", type=float, default=None,
+                   help="automatic proposals only: leave out candidates whose masked crop "
+                        "reads as no class the model knows (best class cosine below this; "
+                        "default: the model's tuned value, bundled CLIP only; -1 turns it off)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -74,7 +78,8 @@ def item_from_args(args, manifest: bool) -> dict:
             "no_parser": args.no_parser, "combine": args.combine,
             "temperature": args.temperature, "margin": args.margin,
             "contrast": args.contrast, "contrast_tolerance": args.contrast_tolerance,
-            "contrast_gap": args.contrast_gap, "membership": args.membership}
+            "contrast_gap": args.contrast_gap, "membership": args.membership,
+            "object_min_cos": args.object_min_cos}
     if not manifest:
         item["image"] = args.image
         item["expression"] = args.expression
@@ -126,7 +131,8 @@ def run(item: dict, args, out_dir) -> dict:
                                contrast=item.get("contrast"),
                                contrast_tolerance=item.get("contrast_tolerance"),
                                contrast_gap=item.get("contrast_gap"),
-                               membership=item.get("membership"))
+                               membership=item.get("membership"),
+                               object_min_cos=item.get("object_min_cos"))
     models = item.get("models")
     result = ground(image, item["expression"], proposals=proposals,
                     scorer=item.get("scorer") or "ips", models=models, options=options)

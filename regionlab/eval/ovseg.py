@@ -335,16 +335,21 @@ def evaluate_shapes(clip=None, n: int = 100, split: str = "test", seed: int = 0,
 
 def evaluate_shapes_variants(variants: dict[str, LabelOptions], clip=None, n: int = 100,
                              split: str = "test", seed: int = 0, proposals: str = "gt",
-                             render_options=None, model: str | None = None) -> dict[str, dict]:
+                             render_options=None, model: str | None = None,
+                             renderer: str = "pil") -> dict[str, dict]:
     """:func:`evaluate_shapes` for several option sets on the same scenes; per scene, the
-    proposals, crop embeddings and MaskInversion embeddings are computed once and shared."""
+    proposals, crop embeddings and MaskInversion embeddings are computed once and shared.
+    ``renderer``: ``pil`` (ours), ``cv`` or ``mpl`` (:mod:`regionlab.shapes.renderers`)."""
     from ..models import load_clip
-    from ..shapes.scenes import RenderOptions, generate_scenes
+    from ..shapes.renderers import render
+    from ..shapes.scenes import RenderOptions, generate_scenes, split_seed
     from ..shapes.vocab import CLASSES
 
     clip = clip or load_clip(model)
     opts = {name: _options(o) for name, o in variants.items()}
-    scenes = generate_scenes(split, n, seed, render_options or RenderOptions())
+    ro = render_options or RenderOptions()
+    scenes = (generate_scenes(split, n, seed, ro) if renderer == "pil" else
+              [render(renderer, split_seed(split, i, seed), ro) for i in range(n)])
     k = len(CLASSES)
     conf = {name: np.zeros((k + 1, k + 1), np.int64) for name in opts}
     timings: dict[str, dict[str, float]] = {name: {} for name in opts}
@@ -367,6 +372,7 @@ def evaluate_shapes_variants(variants: dict[str, LabelOptions], clip=None, n: in
     for name, o in opts.items():
         r = scores_from_confusion(conf[name], list(CLASSES))
         r.update({"scenes": n, "split": split, "seed": seed, "proposals": proposals,
+                  "renderer": renderer,
                   "mean_proposals": round(n_props / max(n, 1), 2), "fusion": o.fusion,
                   "crop": o.crop, "square": o.square, "ensemble": o.ensemble,
                   "min_score": o.min_score, "model": clip.name, "seconds_all_variants": seconds,

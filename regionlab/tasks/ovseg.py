@@ -73,6 +73,9 @@ class LabelOptions:
     mask_prompt: use mask prompts when the CLIP is mask-adapted (no effect otherwise).
     batch_size: crops per forward (None = all crops in one forward).
     max_proposals: at most this many automatic proposals (best scores first; limit 200).
+    object_min_cos: automatic proposals whose masked crop reads as none of the model's known
+    classes (best class cosine below it) are left out (:mod:`.objectness`; None = the model's
+    default, the bundled CLIP only; -1 = off; ``crop="masked"`` only; user masks never).
     render: draw the coloured overlay with its legend.
     """
 
@@ -91,6 +94,7 @@ class LabelOptions:
     mask_prompt: bool = True
     batch_size: int | None = None
     max_proposals: int = 50
+    object_min_cos: float | None = None
     render: bool = True
     overlay_alpha: float = 0.25  # light: objects keep their colours (viz.label_map_overlay)
 
@@ -172,6 +176,8 @@ def check_options(options: LabelOptions) -> LabelOptions:
     check_number(options.ensemble, "ensemble", 0.0, 1.0)
     check_number(options.max_proposals, "max_proposals", 1, LIMITS.max_proposals, integer=True)
     check_number(options.overlay_alpha, "overlay_alpha", 0.0, 1.0)
+    if options.object_min_cos is not None:
+        check_number(options.object_min_cos, "object_min_cos", -1.0, 1.0)
     if options.batch_size is not None:
         check_number(options.batch_size, "batch_size", 1, 100_000, integer=True)
     return options
@@ -497,6 +503,25 @@ def _cached(cache: dict | None, key: tuple, compute):
     return cache[key]
 
 
+def _objects_only(clip, masks, emb, scores, threshold):
+    """Automatic proposals that read as an object the model knows (:mod:`.objectness`): the
+    kept masks, embeddings and scores, and a notice naming how many were left out ("" when
+    none were, or when none would be kept: then all are)."""
+    from .objectness import LABELLING, best_class_cosine, threshold_for
+
+    thr = threshold_for(clip, threshold, LABELLING)
+    best = None if thr is None else best_class_cosine(clip, emb)
+    if best is None:
+        return masks, emb, scores, ""
+    keep = best >= thr
+    if keep.all() or not keep.any():
+        return masks, emb, scores, ""
+    idx = np.flatnonzero(keep)
+    return (masks[idx], emb[torch.as_tensor(idx)], [scores[i] for i in idx],
+            f"{int((~keep).sum())} automatic proposal(s) left out: they read as no object the "
+            f"model knows (background or fragments; best class cosine below {thr:.2f}).")
+
+
 def label(image, classes, masks=None, proposals: str = "auto",
           options: LabelOptions = LabelOptions(), clip=None, model: str | None = None,
           cache: dict | None = None) -> LabelResult:
@@ -562,6 +587,12 @@ def label(image, classes, masks=None, proposals: str = "auto",
         t_crop = time.perf_counter()
         emb = _cached(cache, ("crops", clip.name, options.crop, options.square, prompted, fp),
                       crop_embeddings)
+        if source != "user" and options.crop == "masked":
+            mk, emb, proposal_scores, left_out = _objects_only(clip, mk, emb, proposal_scores,
+                                                               options.object_min_cos)
+            if left_out:
+                notice = (notice + " " if notice else "") + left_out
+                fp = _fingerprint(mk) if cache is not None else ""
         t_fwd = time.perf_counter()
         probs = class_probabilities(emb.to(text.device), text)
         if options.ensemble > 0:

@@ -46,8 +46,8 @@ from PIL import Image, ImageFilter
 from ..config import LIMITS
 from ..errors import InputError, ModelUnavailableError
 from ..inputs import check_number, check_text, load_image, load_masks
+from .objectness import object_keep
 from .reclip_contrast import BOX_SEGMENTATION
-from .reclip_objectness import object_keep
 
 SCORERS = ("ips", "masked-crop", "maskinversion")
 VIEWS = ("crop", "blur")
@@ -362,7 +362,7 @@ class GroundingOptions:
     ``masked-crop`` or ``both``; the other scorers read their own).
     ``object_min_cos`` None = the model's default: automatic candidates whose masked crop
     reads as no class the model knows (best class cosine below it) are left out of the choice
-    (:mod:`.reclip_objectness`; the bundled CLIP only; ``-1`` turns it off).
+    (:mod:`.objectness`; the bundled CLIP only; ``-1`` turns it off).
     """
 
     blur_sigma: float | None = None
@@ -514,6 +514,15 @@ class ProposalFeatures:
             lg = (sc * torch.einsum("vpd,td->pt", emb, txt)).double().cpu().numpy()
             total = lg if total is None else total + lg
         return total
+
+    def to_cpu(self) -> ProposalFeatures:
+        """These features with every tensor on the CPU (kept between calls; the text cache
+        starts empty)."""
+        cpu = [e.detach().cpu() for e in self.embeddings]
+        members = (None if self.member_embeddings is None
+                   else [e.detach().cpu() for e in self.member_embeddings])
+        return ProposalFeatures(self.clips, cpu, self.proposals, self.image_shape, self.scorer,
+                                dict(self.timing), members, self.member_masks_source)
 
     def for_membership(self, membership: str) -> ProposalFeatures:
         """The features the contrastive membership reads: these (``views``), the masked

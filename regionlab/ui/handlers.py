@@ -676,7 +676,8 @@ def on_ground(s: Session, expression: str, source: str, clip: str, device: str,
     cached = s.image_cache.get(AUTO_CANDIDATES) if source == PROPOSALS else None
     res = service.ground(image, expression, masks=masks, clip=clip, device=device or None,
                          combine=combine, temperature=temperature, margin=margin,
-                         contrast=contrast, candidates=cached)
+                         contrast=contrast, candidates=cached,
+                         cache=s.image_cache if source == PROPOSALS else None)
     if source == PROPOSALS and cached is None and res.proposals.source == "automatic":
         s.image_cache[AUTO_CANDIDATES] = res.proposals  # the next expression reuses them
     view = grounding_view(image, res)
@@ -699,7 +700,9 @@ def grounding_view(image: np.ndarray, res) -> dict:
     """Drawing, probability table, parse tree and a one-line summary of a grounding result."""
     d = res.to_dict()
     boxes, probs, chosen = d["boxes"], d["probs"], [int(i) for i in d["indices"]]
-    order = chosen + [i for i in np.argsort(probs)[::-1].tolist() if i not in chosen]
+    objects = d.get("objects")  # automatic candidates the objectness filter left out: not drawn
+    order = chosen + [i for i in np.argsort(probs)[::-1].tolist()
+                      if i not in chosen and (objects is None or objects[i])]
     bold = max(2, round(max(image.shape[:2]) / 120))
     out = draw_labelled_boxes(
         image, [boxes[i] for i in order], [f"{i}: {probs[i]:.2f}" for i in order],
@@ -713,6 +716,8 @@ def grounding_view(image: np.ndarray, res) -> dict:
     if readings and reading:
         table["reads as"] = [
             f"{r['reads_as']} ({r['deficit']:+.1f})" for r in readings]
+    if objects is not None:
+        table["object?"] = ["yes" if o else "left out: reads as no known class" for o in objects]
     table = table[[c for c in table.columns if c != "box"] + ["box"]]  # the box last: widest
     table = table.sort_values("probability", ascending=False, kind="stable")
     how = (f"the parse tree decided ({res.combine} combination)" if d["used_tree"]

@@ -262,13 +262,17 @@ def compare(image: np.ndarray, masks: np.ndarray, *, clip: str, device: str | No
 @gpu_task(120)
 def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
            device: str | None = None, combine: str = "tree", temperature=None, margin=None,
-           contrast=None, masks=None, candidates=None):
+           contrast=None, masks=None, candidates=None, cache: dict | None = None):
     """ReCLIP grounding of ``expression`` among ``masks`` (P, H, W), ``boxes`` or
     ``candidates`` (a :class:`~regionlab.tasks.reclip.Proposals` kept from an earlier result
     on the same image; none of them: automatic proposals; masks also give the masked-crop
     membership its masks);
     ``combine``/``temperature``/``margin``/``contrast`` as in
-    :class:`regionlab.tasks.reclip.GroundingOptions` (None: the combination's default)."""
+    :class:`regionlab.tasks.reclip.GroundingOptions` (None: the combination's default).
+    ``cache``: a per-image dict (the session's) where the automatic candidates' embeddings are
+    kept per CLIP and device, so the next expression on the same image only encodes its text
+    (embed once, query many; none of these options changes the embeddings). Not on ZeroGPU,
+    where a decorated call may run in another process and could not fill the cache."""
     from ..tasks.reclip import GroundingOptions
 
     fn = require("ground")
@@ -277,6 +281,9 @@ def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
                                temperature=None if temperature is None else float(temperature),
                                margin=None if margin is None else float(margin),
                                contrast=None if contrast is None else float(contrast)).checked()
+    if cache is not None and masks is None and boxes is None and not on_zero_gpu():
+        return _ground_automatic(image, expression, load_clip(clip, device), options,
+                                 candidates, cache, (GROUND_FEATURES, clip, device or ""))
     if masks is not None:
         proposals = np.asarray(masks, dtype=bool)
     elif candidates is not None:
@@ -286,6 +293,26 @@ def ground(image: np.ndarray, expression: str, *, boxes=None, clip: str,
                      else np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     return fn(image, expression, proposals=proposals, models=[load_clip(clip, device)],
               options=options)
+
+
+#: key prefix of the automatic candidates' embeddings in a per-image cache
+GROUND_FEATURES = "ground_features"
+
+
+def _ground_automatic(image, expression, model, options, candidates, cache, key):
+    """Grounding among automatic candidates with their embeddings kept in ``cache[key]`` (on
+    the CPU, so a GPU's memory is not held between calls)."""
+    from ..tasks.reclip import embed_proposals, ground_features, make_proposals
+
+    t0 = time.perf_counter()
+    features = cache.get(key)
+    if features is None:
+        props = candidates if candidates is not None else make_proposals(image, None)
+        features = embed_proposals(image, props, "ips", [model], options).to_cpu()
+        cache[key] = features
+    result = ground_features(features, expression, options)
+    result.timing["total_s"] = time.perf_counter() - t0
+    return result
 
 
 @gpu_task(120)

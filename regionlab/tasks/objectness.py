@@ -1,0 +1,90 @@
+"""Objectness of automatic proposals: does a region look like any object the model knows?
+(ours; ReCLIP grounds among detector boxes and OVSeg among MaskFormer masks, which are objects
+by construction)
+
+Automatic proposals from the classical engine also return background tiles, shading blobs,
+merges of an object with its background and object fragments; on scenes from another renderer
+those get chosen ("the star at the bottom" picked a background strip) or labelled. With a CLIP
+that declares its vocabulary (``LoadedCLIP.word_groups``: the bundled CLIP's colours and
+shapes, whose combinations are its classes) and a tuned ``object_min_cos`` in its defaults,
+each region's masked crop is compared with a prompt for every class; a region whose best
+cosine stays below the threshold reads as no object the model knows and is left out (of
+grounding's choice; of labelling). Chosen on validation scenes, one threshold each
+(benchmarks/results/grounding_objectness/rule.md, labelling_rule.md). Real CLIPs have no
+closed vocabulary: nothing is filtered. Only automatic proposals are filtered: the user's own
+regions and boxes are what the user asked about.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+#: the prompt each known class is read with
+CLASS_PROMPT = "a photo of a {}."
+#: a threshold at or below this turns the filter off (cosines are never below -1)
+OFF = -1.0
+
+
+def known_classes(clip) -> list[str]:
+    """The classes a model declares: every combination of its word groups ("red star")."""
+    groups = getattr(clip, "word_groups", ()) or ()
+    return [" ".join(words) for words in itertools.product(*groups)] if groups else []
+
+
+#: the models' default keys: grounding's candidates and labelling's proposals (own crops,
+#: own rules)
+GROUNDING, LABELLING = "object_min_cos", "label_object_min_cos"
+
+
+def model_threshold(clip, key: str = GROUNDING) -> float | None:
+    """The model's tuned threshold ``key`` (None: it has no known vocabulary or none)."""
+    thr = (getattr(clip, "defaults", None) or {}).get(key)
+    return None if thr is None or not known_classes(clip) else float(thr)
+
+
+def best_class_cosine(clip, embeddings: torch.Tensor) -> np.ndarray | None:
+    """Per region embedding (P, D), the highest cosine with the model's known classes; None
+    when the model declares none."""
+    classes = known_classes(clip)
+    if not classes:
+        return None
+    txt = clip.encode_texts([CLASS_PROMPT.format(c) for c in classes])
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    return (emb @ txt.to(emb.device).float().T).amax(1).cpu().double().numpy()
+
+
+def threshold_for(clip, threshold: float | None, key: str = GROUNDING) -> float | None:
+    """The threshold to apply: ``threshold`` (``<= OFF``: none) or the model's default."""
+    if threshold is not None:
+        return None if threshold <= OFF else float(threshold)
+    return model_threshold(clip, key)
+
+
+def object_keep(features, threshold: float | None = None) -> tuple[np.ndarray | None, list[str]]:
+    """Grounding: which automatic candidates look like an object (bool per candidate) and the
+    notes to show; ``(None, [])`` when nothing is filtered. Reads the masked crops of the
+    first model of the ensemble with a known vocabulary. ``threshold`` None = the model's
+    default (none: no filter); ``<= OFF`` turns the filter off."""
+    if features.proposals.source != "automatic" or features.member_embeddings is None:
+        return None, []
+    found = next(((c, e) for c, e in zip(features.clips, features.member_embeddings)
+                  if known_classes(c)), None)
+    if found is None:
+        return None, []
+    clip, emb = found
+    thr = threshold_for(clip, threshold)
+    if thr is None:
+        return None, []
+    keep = best_class_cosine(clip, emb[0]) >= thr
+    if not keep.any():
+        return None, [f"no automatic candidate reads as an object the model knows (best class "
+                      f"cosine of every masked crop below {thr:.2f}): all kept"]
+    if keep.all():
+        return None, []
+    dropped = [int(i) for i in np.flatnonzero(~keep)]
+    return keep, [f"{len(dropped)} automatic candidate(s) ({', '.join(map(str, dropped))}) left "
+                  f"out: their masked crops read as no object the model knows (background or "
+                  f"fragments; best class cosine below {thr:.2f})"]
