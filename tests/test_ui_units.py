@@ -238,6 +238,48 @@ def test_grounding_view_marks_candidates_the_objectness_filter_left_out():
     assert (view["image"][45:55, 70] != 255).any()  # the others are
 
 
+def test_add_proposals_leaves_out_what_reads_as_no_object(bundled_clip):
+    """"Add proposals" with the bundled CLIP on an OpenCV-renderer scene (textured
+    background): the background tiles the class-agnostic engine proposes are left out, with a
+    notice, and every object is still added."""
+    from regionlab.segment.proposals import mask_iou_matrix
+    from regionlab.shapes.renderers import render
+    from regionlab.shapes.scenes import RenderOptions, split_seed
+    from regionlab.ui import service
+
+    sc = render("cv", split_seed("test", 0), RenderOptions(size=448))
+    plain = service.propose(sc.image, method="classical", max_regions=8)
+    notices: list[str] = []
+    kept = service.propose(sc.image, method="classical", max_regions=8, clip="shapes-clip",
+                           notices=notices)
+    objects = np.stack([o.mask for o in sc.objects])
+
+    def objects_added(props):
+        masks = np.stack([q["mask"] for q in props])
+        return mask_iou_matrix(np.concatenate([masks, objects]))[:len(masks), len(masks):] > 0.5
+
+    assert len(kept) < len(plain) and "left out" in notices[0]
+    assert objects_added(kept).any(1).all()  # everything added is an object
+    assert objects_added(kept).any(0).all()  # and every object is added
+    assert not objects_added(plain).any(1).all()  # class-agnostic: background tiles too
+
+
+def test_add_proposals_accepts_only_registered_model_names():
+    from regionlab.errors import InputError
+    from regionlab.ui.handlers import on_proposals
+    from regionlab.ui.options import AppOptions
+    from regionlab.ui.session import Session
+
+    s = Session()
+    s.set_image(np.zeros((32, 32, 3), np.uint8), "black")
+    with pytest.raises(InputError, match="unknown sam model"):
+        on_proposals(s, 8, "vit_b@/tmp/x.pth", options=AppOptions(),
+                     progress=lambda *a, **k: None)
+    with pytest.raises(InputError, match="unknown clip model"):
+        on_proposals(s, 8, "classical", "ViT-B-16@/tmp/x.bin", options=AppOptions(),
+                     progress=lambda *a, **k: None)
+
+
 def test_add_proposals_does_not_duplicate_regions():
     from regionlab.ui.handlers import new_regions
 

@@ -275,12 +275,23 @@ def new_regions(candidates: list[np.ndarray], existing, iou: float = DUPLICATE_I
     return keep
 
 
-def on_proposals(s: Session, max_regions, sam: str | None, progress=gr.Progress()):
+def on_proposals(s: Session, max_regions, sam: str | None, clip: str | None = None,
+                 device: str | None = None, options: AppOptions | None = None,
+                 progress=gr.Progress()):
+    """"Add proposals": automatic proposals that are objects (with the bundled CLIP, those
+    that read as one of its classes) and duplicate no region the user has."""
     s = s or Session()
     image = s.require_image()
     progress(0.1, desc="finding proposals")
     t0 = time.perf_counter()
-    props = service.propose(image, method=sam or None, max_regions=int(max_regions or 8))
+    if options is not None:  # only registered names: no user string may name a file
+        sam = check_model("sam", sam, options) if sam else sam
+        clip = check_model("clip", clip, options) if clip else clip
+    notices: list[str] = []
+    props = service.propose(image, method=sam or None, max_regions=int(max_regions or 8),
+                            clip=clip or None, device=device or None, notices=notices)
+    for n in notices:
+        gr.Info(n)
     if not props:
         raise InputError("no proposals found on this image")
     new = new_regions([p["mask"] for p in props], [r.mask for r in s.regions])
@@ -854,6 +865,10 @@ class Handlers:
                     "iterations": iterations, "lr": lr, "alpha": alpha,
                     "resolution": resolution}
         return on_export(s, settings, self.scratch)
+
+    def proposals(self, s: Session, max_regions, sam: str | None, clip=None, device=None,
+                  progress=gr.Progress()):
+        return on_proposals(s, max_regions, sam, clip, device, self.options, progress)
 
     def clip_defaults(self, clip, device):
         return clip_defaults(clip, device, self.options)

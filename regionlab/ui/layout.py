@@ -339,8 +339,8 @@ def build_app(options: AppOptions | None = None) -> gr.Blocks:
         new_btn.click(ui_errors(handlers.on_new_region), [state], regions_out, **quiet)
         undo_btn.click(ui_errors(handlers.on_undo), [state], regions_out,
                        api_name="session_undo", **hidden)
-        prop_btn.click(ui_errors(handlers.on_proposals), [state, max_props, sam_dd], regions_out,
-                       **quiet, **model)
+        prop_btn.click(ui_errors(h.proposals), [state, max_props, sam_dd, clip_dd, device_dd],
+                       regions_out, **quiet, **model)
         brush_tab.select(handlers.editor_value, [state], [editor], **quiet)
         brush_btn.click(ui_errors(handlers.on_brush), [editor, state], [*regions_out, editor],
                         **quiet)

@@ -110,14 +110,28 @@ def segment(image: np.ndarray, *, sam: str | None = None, points=(), box=None,
 
 @gpu_task(120)
 def propose(image: np.ndarray, *, method: str | None = None, max_regions: int = 12,
-            device: str | None = None) -> list[dict]:
+            device: str | None = None, clip: str | None = None,
+            notices: list | None = None) -> list[dict]:
     """Class-agnostic proposals ``[{"mask", "box", "score"}]``, best first (at most
-    ``max_regions``). ``method``: a SAM name, ``classical``, or None for the default."""
+    ``max_regions``). ``method``: a SAM name, ``classical``, or None for the default.
+    ``clip``: also leave out proposals that read as no object this CLIP knows (the bundled
+    CLIP's objectness filter, labelling's threshold; other CLIPs: nothing), before keeping
+    ``max_regions``; ``notices`` receives what was left out."""
     max_regions = check_number(max_regions, "max proposals", 1, LIMITS.max_proposals, integer=True)
     gen = require("proposals")
-    props = gen(image, method or "auto", max_proposals=max_regions, device=device)
+    props = gen(image, method or "auto", max_proposals=max(max_regions, 50) if clip else
+                max_regions, device=device)
+    if clip is not None and props:
+        from ..tasks.ovseg import objects_among
+
+        keep, notice = objects_among(load_clip(clip, device), image,
+                                     np.stack([np.asarray(p.mask, bool) for p in props]))
+        if keep is not None:
+            props = [p for p, k in zip(props, keep) if k]
+            if notices is not None:
+                notices.append(notice)
     return [{"mask": np.asarray(p.mask, bool), "box": tuple(int(v) for v in p.box),
-             "score": float(p.score)} for p in props]
+             "score": float(p.score)} for p in props[:max_regions]]
 
 
 # -------------------------------------------------------------------------- embeddings
