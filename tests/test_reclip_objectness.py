@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from regionlab.errors import InputError
-from regionlab.tasks.objectness import known_classes, object_keep
+from regionlab.tasks.objectness import candidates_keep, known_classes
 from regionlab.tasks.reclip import GroundingOptions, ProposalFeatures, Proposals, ground_features
 
 
@@ -55,7 +55,7 @@ def test_known_classes_are_the_word_group_combinations(bundled_clip):
 
 def test_background_candidate_is_left_out_of_the_choice():
     feats = _features(_FakeCLIP())
-    keep, notes = object_keep(feats)
+    keep, notes = candidates_keep(feats)
     assert keep.tolist() == [True, False, True]
     assert "1 automatic candidate(s) (1) left out" in notes[0]
     res = ground_features(feats, "the rightmost shape")
@@ -68,18 +68,18 @@ def test_background_candidate_is_left_out_of_the_choice():
 
 
 def test_filter_needs_automatic_candidates_a_vocabulary_and_a_threshold():
-    assert object_keep(_features(_FakeCLIP(), source="masks")) == (None, [])  # user regions
-    assert object_keep(_features(_FakeCLIP(groups=()))) == (None, [])  # a real CLIP
-    assert object_keep(_features(_FakeCLIP(defaults={}))) == (None, [])  # no tuned default
-    keep, _ = object_keep(_features(_FakeCLIP(defaults={})), threshold=0.5)  # asked for
+    assert candidates_keep(_features(_FakeCLIP(), source="masks")) == (None, [])  # user regions
+    assert candidates_keep(_features(_FakeCLIP(groups=()))) == (None, [])  # a real CLIP
+    assert candidates_keep(_features(_FakeCLIP(defaults={}))) == (None, [])  # no tuned default
+    keep, _ = candidates_keep(_features(_FakeCLIP(defaults={})), threshold=0.5)  # asked for
     assert keep.tolist() == [True, False, True]
     feats = _features(_FakeCLIP())
     feats.member_embeddings = None  # embedded without masked crops (membership "views")
-    assert object_keep(feats) == (None, [])
+    assert candidates_keep(feats) == (None, [])
 
 
 def test_a_filter_that_would_drop_everything_keeps_all_and_says_so():
-    keep, notes = object_keep(_features(_FakeCLIP()), threshold=0.999)
+    keep, notes = candidates_keep(_features(_FakeCLIP()), threshold=0.999)
     assert keep is None and "all kept" in notes[0]
     res = ground_features(_features(_FakeCLIP()), "the rightmost shape",
                           GroundingOptions(object_min_cos=0.999))

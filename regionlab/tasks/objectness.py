@@ -63,28 +63,41 @@ def threshold_for(clip, threshold: float | None, key: str = GROUNDING) -> float 
     return model_threshold(clip, key)
 
 
-def object_keep(features, threshold: float | None = None) -> tuple[np.ndarray | None, list[str]]:
-    """Grounding: which automatic candidates look like an object (bool per candidate) and the
-    notes to show; ``(None, [])`` when nothing is filtered. Reads the masked crops of the
-    first model of the ensemble with a known vocabulary. ``threshold`` None = the model's
-    default (none: no filter); ``<= OFF`` turns the filter off."""
+def object_keep(clip, emb: torch.Tensor, threshold: float | None = None,
+                key: str = GROUNDING, what: str = "automatic proposal", numbered: bool = False
+                ) -> tuple[np.ndarray | None, str]:
+    """Which regions (masked-crop embeddings ``emb``, (P, D)) read as an object the model
+    knows, and a notice for the user (naming the left-out indices when ``numbered``);
+    ``(None, ...)`` when nothing is left out: no threshold (``threshold`` None = the model's
+    default ``key``; ``<= OFF`` = off), all pass, or none pass (then all are kept, and the
+    notice says so)."""
+    thr = threshold_for(clip, threshold, key)
+    best = None if thr is None else best_class_cosine(clip, emb)
+    if best is None:
+        return None, ""
+    keep = best >= thr
+    if keep.all():
+        return None, ""
+    if not keep.any():
+        return None, (f"no {what} reads as an object the model knows (best class cosine of "
+                      f"every masked crop below {thr:.2f}): all kept")
+    which = (" (" + ", ".join(str(int(i)) for i in np.flatnonzero(~keep)) + ")") if numbered \
+        else ""
+    return keep, (f"{int((~keep).sum())} {what}(s){which} left out: their masked crops "
+                  f"read as no object the model knows (background or fragments; best class "
+                  f"cosine below {thr:.2f})")
+
+
+def candidates_keep(features, threshold: float | None = None
+                    ) -> tuple[np.ndarray | None, list[str]]:
+    """Grounding: :func:`object_keep` for automatic candidates (their masked crops, read by
+    the first model of the ensemble with a known vocabulary) and the notes to show."""
     if features.proposals.source != "automatic" or features.member_embeddings is None:
         return None, []
     found = next(((c, e) for c, e in zip(features.clips, features.member_embeddings)
                   if known_classes(c)), None)
     if found is None:
         return None, []
-    clip, emb = found
-    thr = threshold_for(clip, threshold)
-    if thr is None:
-        return None, []
-    keep = best_class_cosine(clip, emb[0]) >= thr
-    if not keep.any():
-        return None, [f"no automatic candidate reads as an object the model knows (best class "
-                      f"cosine of every masked crop below {thr:.2f}): all kept"]
-    if keep.all():
-        return None, []
-    dropped = [int(i) for i in np.flatnonzero(~keep)]
-    return keep, [f"{len(dropped)} automatic candidate(s) ({', '.join(map(str, dropped))}) left "
-                  f"out: their masked crops read as no object the model knows (background or "
-                  f"fragments; best class cosine below {thr:.2f})"]
+    keep, note = object_keep(found[0], found[1][0], threshold, GROUNDING,
+                             "automatic candidate", numbered=True)
+    return keep, [note] if note else []

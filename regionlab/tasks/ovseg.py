@@ -503,40 +503,24 @@ def _cached(cache: dict | None, key: tuple, compute):
     return cache[key]
 
 
-def object_keep(clip, emb: torch.Tensor, threshold: float | None = None
-                ) -> tuple[np.ndarray | None, str]:
-    """Which proposals (masked-crop embeddings ``emb``) read as an object the model knows
-    (:mod:`.objectness`, labelling's threshold; ``threshold`` None = the model's default, -1
-    off) and a notice naming how many were left out; ``(None, "")`` when none were, or when
-    none would be kept (then all are)."""
-    from .objectness import LABELLING, best_class_cosine, threshold_for
-
-    thr = threshold_for(clip, threshold, LABELLING)
-    best = None if thr is None else best_class_cosine(clip, emb)
-    if best is None:
-        return None, ""
-    keep = best >= thr
-    if keep.all() or not keep.any():
-        return None, ""
-    return keep, (f"{int((~keep).sum())} automatic proposal(s) left out: they read as no "
-                  f"object the model knows (background or fragments; best class cosine below "
-                  f"{thr:.2f}).")
-
-
 def objects_among(clip, image: np.ndarray, masks: np.ndarray, threshold: float | None = None
                   ) -> tuple[np.ndarray | None, str]:
-    """:func:`object_keep` for masks of ``image`` (their masked crops, as labelling cuts
-    them)."""
+    """Which automatic proposals of ``image`` read as an object the model knows (their masked
+    crops, as labelling cuts them; labelling's threshold): :func:`.objectness.object_keep`."""
+    from .objectness import LABELLING, object_keep
+
     crops, _, _ = region_crops(image, masks, clip.image_size, clip.mean, clip.std, "masked",
                                False)
-    return object_keep(clip, encode_crops(clip, crops), threshold)
+    return object_keep(clip, encode_crops(clip, crops), threshold, LABELLING)
 
 
 def _objects_only(clip, masks, emb, scores, threshold):
-    """The automatic proposals :func:`object_keep` keeps: masks, embeddings, scores, notice."""
-    keep, notice = object_keep(clip, emb, threshold)
+    """The automatic proposals that read as objects: masks, embeddings, scores, notice."""
+    from .objectness import LABELLING, object_keep
+
+    keep, notice = object_keep(clip, emb, threshold, LABELLING)
     if keep is None:
-        return masks, emb, scores, ""
+        return masks, emb, scores, notice
     idx = np.flatnonzero(keep)
     return masks[idx], emb[torch.as_tensor(idx)], [scores[i] for i in idx], notice
 

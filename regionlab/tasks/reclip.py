@@ -46,7 +46,7 @@ from PIL import Image, ImageFilter
 from ..config import LIMITS
 from ..errors import InputError, ModelUnavailableError
 from ..inputs import check_number, check_text, load_image, load_masks
-from .objectness import object_keep
+from .objectness import candidates_keep
 from .reclip_contrast import BOX_SEGMENTATION
 
 SCORERS = ("ips", "masked-crop", "maskinversion")
@@ -862,7 +862,7 @@ def ground_features(features: ProposalFeatures, expression: str,
         elif not keep.all():
             notes.append(f"area prior dropped {int((~keep).sum())} proposal(s) smaller than "
                          f"{opts.min_area_fraction:.0%} of the image")
-    objects, object_notes = object_keep(features, opts.object_min_cos)
+    objects, object_notes = candidates_keep(features, opts.object_min_cos)
     if objects is not None:
         if keep is not None and not (keep & objects).any():
             object_notes = ["the objectness filter was ignored: it would leave out every "

@@ -116,7 +116,8 @@ def propose(image: np.ndarray, *, method: str | None = None, max_regions: int = 
     ``max_regions``). ``method``: a SAM name, ``classical``, or None for the default.
     ``clip``: also leave out proposals that read as no object this CLIP knows (the bundled
     CLIP's objectness filter, labelling's threshold; other CLIPs: nothing), before keeping
-    ``max_regions``; ``notices`` receives what was left out."""
+    ``max_regions``; ``notices`` receives what was left out (not on ZeroGPU, where the call
+    may run in another process: the filter still applies there, silently)."""
     max_regions = check_number(max_regions, "max proposals", 1, LIMITS.max_proposals, integer=True)
     gen = require("proposals")
     props = gen(image, method or "auto", max_proposals=max(max_regions, 50) if clip else
