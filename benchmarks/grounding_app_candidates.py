@@ -11,10 +11,11 @@ expression kind, report only (nothing is chosen here): right when the chosen pro
 IoU > 0.5 with the target's. Variants from the same forwards: ``default``; ``views only`` (the
 membership before the masked crop: IPS views, tolerance 3, gap 10; no objectness filter);
 ``reference`` (ReCLIP, no objectness filter); ``objectness off`` (every automatic candidate
-may be chosen); IPS alone; ``random`` = the share of proposals that would be right;
-``reachable`` = whether any proposal would be (the ceiling the candidates set). The same
-scenes with the objects' boxes are reported beside it. Writes
-benchmarks/results/grounding_app_candidates.json.
+may be chosen); ``no fragment test`` (the objectness filter without the fragment test); IPS
+alone; ``random`` = the share of proposals that would be right; ``reachable`` = whether any
+proposal would be (the ceiling the candidates set; ``reachable_kept``: among those the
+default's filters keep). The same scenes with the objects' boxes are reported beside it.
+Writes benchmarks/results/grounding_app_candidates.json.
 """
 
 from __future__ import annotations
@@ -37,19 +38,33 @@ TUNE_OUT = RESULTS / "grounding_objectness" / "tuning.json"
 #: objectness thresholds tried by ``--tune`` (None = off)
 TUNE_GRID = (None, 0.34, 0.36, 0.38, 0.40, 0.42, 0.45, 0.50)
 TUNE_SCENES = {"pil": 40, "cv": 60}
+#: fragment tests tried by ``--tune --fragments`` (None = off; fragment_rule.md)
+FRAGMENT_GRID = (None, 0.8, 0.9, 0.95)
+FRAGMENT_OUT = RESULTS / "grounding_objectness" / "fragment_tuning.json"
 VARIANTS = {"default": GroundingOptions(),
-            "objectness off": GroundingOptions(object_min_cos=-1.0),
+            "objectness off": GroundingOptions(object_min_cos=-1.0, fragment_min_inside=0.0),
+            "no fragment test": GroundingOptions(fragment_min_inside=0.0),
             "views only": GroundingOptions(membership="views", contrast_tolerance=3.0,
-                                           contrast_gap=10.0, object_min_cos=-1.0),
-            "reference": GroundingOptions(combine="reference", object_min_cos=-1.0)}
+                                           contrast_gap=10.0, object_min_cos=-1.0,
+                                           fragment_min_inside=0.0),
+            "reference": GroundingOptions(combine="reference", object_min_cos=-1.0,
+                                          fragment_min_inside=0.0)}
 
 
-def tune() -> dict:
-    """Objectness threshold on validation scenes (rule: grounding_objectness/rule.md)."""
-    variants = {("off" if t is None else f"{t:.2f}"):
-                GroundingOptions(object_min_cos=-1.0 if t is None else t) for t in TUNE_GRID}
+def tune(fragments: bool = False) -> dict:
+    """Objectness threshold (rule: grounding_objectness/rule.md) or, with ``fragments``, the
+    fragment test (fragment_rule.md) on validation scenes."""
+    if fragments:
+        variants = {("off" if t is None else f"{t:.2f}"):
+                    GroundingOptions(fragment_min_inside=0.0 if t is None else t)
+                    for t in FRAGMENT_GRID}
+    else:
+        variants = {("off" if t is None else f"{t:.2f}"):
+                    GroundingOptions(object_min_cos=-1.0 if t is None else t,
+                                     fragment_min_inside=0.0) for t in TUNE_GRID}
     out = {"split": "val", "size": 448, "scenes": TUNE_SCENES, "sets": {},
-           "command": "python benchmarks/grounding_app_candidates.py --tune"}
+           "command": "python benchmarks/grounding_app_candidates.py --tune"
+                      + (" --fragments" if fragments else "")}
     for renderer, n in TUNE_SCENES.items():
         res = shapes_rec_benchmark(n, 0, "val", None, GroundingOptions(), "ips", variants,
                                    ALL_KINDS, renderer, RenderOptions(size=448), "automatic")
@@ -61,7 +76,8 @@ def tune() -> dict:
             for m in variants}
     ours_off = out["sets"]["pil"]["accuracy"]["off"]
     allowed = [m for m in variants if out["sets"]["pil"]["accuracy"][m] >= ours_off]
-    best = max(allowed, key=lambda m: (round(mean[m], 6), -list(variants).index(m)))
+    order = list(variants) if not fragments else ["off", *reversed(list(variants)[1:])]
+    best = max(allowed, key=lambda m: (round(mean[m], 6), -order.index(m)))
     out["mean"] = {m: round(v, 4) for m, v in mean.items()}
     out["best"] = best
     out["ships"] = best != "off" and mean[best] >= mean["off"] + 0.01
@@ -73,12 +89,14 @@ def main() -> None:
     p.add_argument("--scenes", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--fragments", action="store_true", help="with --tune: the fragment test")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.tune:
-        res = tune()
-        TUNE_OUT.write_text(json.dumps(res, indent=2))
-        print(json.dumps({k: res[k] for k in ("mean", "best", "ships")}), "\nwrote", TUNE_OUT)
+        res = tune(a.fragments)
+        out = FRAGMENT_OUT if a.fragments else TUNE_OUT
+        out.write_text(json.dumps(res, indent=2))
+        print(json.dumps({k: res[k] for k in ("mean", "best", "ships")}), "\nwrote", out)
         return
     out = {"split": "test", "size": 448, "n_scenes": a.scenes, "sets": {},
            "command": f"python benchmarks/grounding_app_candidates.py --scenes {a.scenes}"}

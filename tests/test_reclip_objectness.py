@@ -112,7 +112,7 @@ def test_cli_leaves_background_candidates_out_on_another_renderer(tmp_path, caps
     args = ["ground", str(tmp_path / "scene.png"), "the purple object", "--json"]
     assert cli.main(args) == 0
     on = json.loads(capsys.readouterr().out)
-    assert cli.main([*args, "--object-min-cos", "-1"]) == 0
+    assert cli.main([*args, "--object-min-cos", "-1", "--fragment-min-inside", "0"]) == 0
     off = json.loads(capsys.readouterr().out)
     assert box_iou(np.array([on["box"]]), target)[0, 0] > 0.5
     assert box_iou(np.array([off["box"]]), target)[0, 0] < 0.5
@@ -121,6 +121,8 @@ def test_cli_leaves_background_candidates_out_on_another_renderer(tmp_path, caps
     assert (box_iou(kept, np.asarray(item.boxes, float)) > 0.5).any(0).all()
     assert cli.main([*args, "--object-min-cos", "2"]) != 0
     assert "object_min_cos" in capsys.readouterr().err
+    assert cli.main([*args, "--fragment-min-inside", "1.5"]) != 0
+    assert "fragment_min_inside" in capsys.readouterr().err
 
 
 def test_labelling_leaves_non_objects_out_of_automatic_proposals(bundled_clip):
@@ -147,3 +149,41 @@ def test_labelling_leaves_non_objects_out_of_automatic_proposals(bundled_clip):
     assert len(user.regions) == len(sc.objects) and "left out" not in (user.notice or "")
     with pytest.raises(InputError, match="object_min_cos"):
         label(sc.image, classes, options=LabelOptions(object_min_cos=-2), clip=bundled_clip)
+
+
+def test_fragments_are_kept_masks_inside_a_larger_kept_mask():
+    from regionlab.tasks.objectness import fragments
+
+    masks = np.zeros((4, 20, 20), bool)
+    masks[0, 2:12, 2:12] = True    # an object
+    masks[1, 4:8, 4:8] = True      # a piece of it
+    masks[2, 14:18, 14:18] = True  # another object
+    masks[3, 9:14, 9:14] = True    # overlaps 0 partly (9 of 25 pixels inside)
+    keep = np.ones(4, bool)
+    assert fragments(masks, keep, 0.9).tolist() == [False, True, False, False]
+    assert fragments(masks, keep, 0.3).tolist() == [False, True, False, True]
+    # a piece of a left-out candidate is not a fragment of it
+    assert fragments(masks, np.array([False, True, True, True]), 0.9).tolist() == [False] * 4
+
+
+def test_grounding_leaves_fragments_out_when_asked():
+    """Candidate 3 is a piece of candidate 2 (the red circle at the right, read the same): "the
+    smallest circle" picks the piece unless fragments are left out."""
+    emb = F.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.1], [0.1, 0.0, 0.0, 0.0, 1.0],
+                                    [1.0, 0.0, 0.0, 0.0, 0.2], [1.0, 0.0, 0.0, 0.0, 0.2]]), dim=-1)
+    boxes = np.array([[0, 40, 20, 60], [50, 0, 100, 100], [60, 40, 90, 70], [70, 50, 75, 55]],
+                     float)
+    masks = np.zeros((4, 100, 100), bool)
+    for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+        masks[k, y0:y1, x0:x1] = True
+    masks[1, 40:70, 60:90] = False  # the background around the circle
+    feats = ProposalFeatures([_FakeCLIP()], [emb[None]],
+                             Proposals(boxes, masks=masks, source="automatic"), (100, 100),
+                             "ips", {}, member_embeddings=[emb[None]])
+    plain = ground_features(feats, "the smallest circle", GroundingOptions(fragment_min_inside=0))
+    assert plain.index == 3 and plain.objects == [True, False, True, True]
+    res = ground_features(feats, "the smallest circle", GroundingOptions(fragment_min_inside=0.9))
+    assert res.index == 0 and res.objects == [True, False, True, False]
+    assert any("left out as fragments" in n for n in res.notes)
+    with pytest.raises(InputError, match="fragment_min_inside"):
+        GroundingOptions(fragment_min_inside=2).checked()

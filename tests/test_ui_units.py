@@ -233,7 +233,7 @@ def test_grounding_view_marks_candidates_the_objectness_filter_left_out():
                           objects=[True, False, True])
     view = grounding_view(image, res)
     shown = dict(zip(view["table"]["proposal"], view["table"]["object?"]))
-    assert shown == {0: "yes", 1: "left out: reads as no known class", 2: "yes"}
+    assert shown == {0: "yes", 1: "left out (see the note)", 2: "yes"}
     assert (view["image"][30:58, 30:32] == 255).all()  # the left-out box's edge: not drawn
     assert (view["image"][45:55, 70] != 255).any()  # the others are
 

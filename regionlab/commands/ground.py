@@ -14,7 +14,8 @@ HELP = "ground a referring expression among boxes, masks or automatic proposals 
 MANIFEST_KEYS = ("image (path), expression, boxes ([[x0, y0, x1, y1], ...] or a JSON file), "
                  "masks (list of mask paths), detections (JSON file), image_id, scorer, models, "
                  "blur_sigma, area_prior, no_parser, combine, temperature, margin, contrast, "
-                 "contrast_tolerance, contrast_gap, membership, object_min_cos")
+                 "contrast_tolerance, contrast_gap, membership, object_min_cos, "
+                 "fragment_min_inside")
 
 
 def add_arguments(p) -> None:
@@ -69,6 +70,10 @@ def add_arguments(p) -> None:
                    help="automatic proposals only: leave out candidates whose masked crop "
                         "reads as no class the model knows (best class cosine below this; "
                         "default: the model's tuned value, bundled CLIP only; -1 turns it off)")
+    p.add_argument("--fragment-min-inside", type=float, default=None,
+                   help="automatic proposals only: leave out kept candidates lying at least this "
+                        "share inside a larger kept one (fragments; default: the model's tuned "
+                        "value, bundled CLIP only; 0 turns it off)")
 
 
 def item_from_args(args, manifest: bool) -> dict:
@@ -79,7 +84,8 @@ def item_from_args(args, manifest: bool) -> dict:
             "temperature": args.temperature, "margin": args.margin,
             "contrast": args.contrast, "contrast_tolerance": args.contrast_tolerance,
             "contrast_gap": args.contrast_gap, "membership": args.membership,
-            "object_min_cos": args.object_min_cos}
+            "object_min_cos": args.object_min_cos,
+            "fragment_min_inside": args.fragment_min_inside}
     if not manifest:
         item["image"] = args.image
         item["expression"] = args.expression
@@ -132,7 +138,8 @@ def run(item: dict, args, out_dir) -> dict:
                                contrast_tolerance=item.get("contrast_tolerance"),
                                contrast_gap=item.get("contrast_gap"),
                                membership=item.get("membership"),
-                               object_min_cos=item.get("object_min_cos"))
+                               object_min_cos=item.get("object_min_cos"),
+                               fragment_min_inside=item.get("fragment_min_inside"))
     models = item.get("models")
     result = ground(image, item["expression"], proposals=proposals,
                     scorer=item.get("scorer") or "ips", models=models, options=options)

@@ -35,8 +35,9 @@ def known_classes(clip) -> list[str]:
 
 
 #: the models' default keys: grounding's candidates and labelling's proposals (own crops,
-#: own rules)
+#: own rules), and grounding's fragment test (fragment_rule.md)
 GROUNDING, LABELLING = "object_min_cos", "label_object_min_cos"
+FRAGMENTS = "fragment_min_inside"
 
 
 def model_threshold(clip, key: str = GROUNDING) -> float | None:
@@ -88,10 +89,28 @@ def object_keep(clip, emb: torch.Tensor, threshold: float | None = None,
                   f"cosine below {thr:.2f})")
 
 
-def candidates_keep(features, threshold: float | None = None
+def fragments(masks: np.ndarray, keep: np.ndarray, min_inside: float,
+              max_side: int = 256) -> np.ndarray:
+    """Which kept masks (P, H, W) lie at least ``min_inside`` inside a larger kept mask (on a
+    strided grid of at most ``max_side`` px per side)."""
+    p, h, w = masks.shape
+    step = max(1, int(np.ceil(max(h, w) / max_side)))
+    flat = torch.from_numpy(np.ascontiguousarray(masks[:, ::step, ::step])).reshape(p, -1)
+    flat = flat.float()
+    area = flat.sum(1)
+    inside = (flat @ flat.T) / area.clamp(min=1)[:, None]  # [i, j]: share of i inside j
+    larger = area[None, :] > area[:, None]
+    k = torch.as_tensor(np.asarray(keep, bool))
+    hit = (inside >= min_inside) & larger & k[None, :] & k[:, None]
+    return hit.any(1).numpy()
+
+
+def candidates_keep(features, threshold: float | None = None, min_inside: float | None = None
                     ) -> tuple[np.ndarray | None, list[str]]:
     """Grounding: :func:`object_keep` for automatic candidates (their masked crops, read by
-    the first model of the ensemble with a known vocabulary) and the notes to show."""
+    the first model of the ensemble with a known vocabulary), then, with ``min_inside`` (None
+    = the model's default; ``<= 0`` off), the kept candidates that lie that much inside a
+    larger kept one (fragments) left out too; and the notes to show."""
     if features.proposals.source != "automatic" or features.member_embeddings is None:
         return None, []
     found = next(((c, e) for c, e in zip(features.clips, features.member_embeddings)
@@ -100,4 +119,17 @@ def candidates_keep(features, threshold: float | None = None
         return None, []
     keep, note = object_keep(found[0], found[1][0], threshold, GROUNDING,
                              "automatic candidate", numbered=True)
-    return keep, [note] if note else []
+    notes = [note] if note else []
+    inside = (min_inside if min_inside is not None
+              else (getattr(found[0], "defaults", None) or {}).get(FRAGMENTS))
+    masks = features.proposals.masks
+    if inside is None or inside <= 0 or masks is None:
+        return keep, notes
+    base = np.ones(len(masks), bool) if keep is None else keep
+    frag = fragments(np.asarray(masks, bool), base, float(inside))
+    if frag.any() and (base & ~frag).any():
+        which = ", ".join(str(int(i)) for i in np.flatnonzero(frag))
+        notes.append(f"{int(frag.sum())} automatic candidate(s) ({which}) left out as fragments: "
+                     f"each lies at least {inside:.0%} inside a larger candidate")
+        keep = base & ~frag
+    return keep, notes

@@ -362,7 +362,9 @@ class GroundingOptions:
     ``masked-crop`` or ``both``; the other scorers read their own).
     ``object_min_cos`` None = the model's default: automatic candidates whose masked crop
     reads as no class the model knows (best class cosine below it) are left out of the choice
-    (:mod:`.objectness`; the bundled CLIP only; ``-1`` turns it off).
+    (:mod:`.objectness`; the bundled CLIP only; ``-1`` turns it off); ``fragment_min_inside``
+    None = the model's default: kept candidates lying at least that share inside a larger kept
+    one are left out as fragments (``0`` turns it off).
     """
 
     blur_sigma: float | None = None
@@ -380,6 +382,7 @@ class GroundingOptions:
     contrast_gap: float | None = None
     membership: str | None = None
     object_min_cos: float | None = None
+    fragment_min_inside: float | None = None
     max_batch: int = 512
     mi_options: dict = field(default_factory=dict)
 
@@ -401,6 +404,8 @@ class GroundingOptions:
             check_number(self.contrast_gap, "contrast_gap", 0.0, 1e3)
         if self.object_min_cos is not None:
             check_number(self.object_min_cos, "object_min_cos", -1.0, 1.0)
+        if self.fragment_min_inside is not None:
+            check_number(self.fragment_min_inside, "fragment_min_inside", 0.0, 1.0)
         check_number(self.max_batch, "max_batch", 1, 100_000, integer=True)
         from .reclip_contrast import MEMBERSHIPS
 
@@ -862,7 +867,8 @@ def ground_features(features: ProposalFeatures, expression: str,
         elif not keep.all():
             notes.append(f"area prior dropped {int((~keep).sum())} proposal(s) smaller than "
                          f"{opts.min_area_fraction:.0%} of the image")
-    objects, object_notes = candidates_keep(features, opts.object_min_cos)
+    objects, object_notes = candidates_keep(features, opts.object_min_cos,
+                                            opts.fragment_min_inside)
     if objects is not None:
         if keep is not None and not (keep & objects).any():
             object_notes = ["the objectness filter was ignored: it would leave out every "

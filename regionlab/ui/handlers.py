@@ -728,7 +728,7 @@ def grounding_view(image: np.ndarray, res) -> dict:
         table["reads as"] = [
             f"{r['reads_as']} ({r['deficit']:+.1f})" for r in readings]
     if objects is not None:
-        table["object?"] = ["yes" if o else "left out: reads as no known class" for o in objects]
+        table["object?"] = ["yes" if o else "left out (see the note)" for o in objects]
     table = table[[c for c in table.columns if c != "box"] + ["box"]]  # the box last: widest
     table = table.sort_values("probability", ascending=False, kind="stable")
     how = (f"the parse tree decided ({res.combine} combination)" if d["used_tree"]
