@@ -10,9 +10,12 @@ shapes, whose combinations are its classes) and a tuned ``object_min_cos`` in it
 each region's masked crop is compared with a prompt for every class; a region whose best
 cosine stays below the threshold reads as no object the model knows and is left out (of
 grounding's choice; of labelling). Chosen on validation scenes, one threshold each
-(benchmarks/results/grounding_objectness/rule.md, labelling_rule.md). Real CLIPs have no
-closed vocabulary: nothing is filtered. Only automatic proposals are filtered: the user's own
-regions and boxes are what the user asked about.
+(benchmarks/results/grounding_objectness/rule.md, labelling_rule.md). For grounding, a kept
+candidate lying almost entirely inside a larger kept one (a shaded half of a triangle, a stripe
+of a hatched cross) is then left out as a fragment (:func:`fragments`; fragment_rule.md).
+Real CLIPs have no closed vocabulary (and real scenes have parts: "the wheel"): nothing is
+filtered. Only automatic proposals are filtered: the user's own regions and boxes are what the
+user asked about.
 """
 
 from __future__ import annotations
