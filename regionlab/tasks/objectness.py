@@ -113,9 +113,19 @@ def candidates_keep(features, threshold: float | None = None, min_inside: float 
     """Grounding: :func:`object_keep` for automatic candidates (their masked crops, read by
     the first model of the ensemble with a known vocabulary), then, with ``min_inside`` (None
     = the model's default; ``<= 0`` off), the kept candidates that lie that much inside a
-    larger kept one (fragments) left out too; and the notes to show."""
+    larger kept one (fragments) left out too; and the notes to show. Memoised in the
+    features' cache: the next expression on the same image reads it."""
     if features.proposals.source != "automatic" or features.member_embeddings is None:
         return None, []
+    key = ("candidates_keep", threshold, min_inside)  # once per image, not per expression
+    if key not in features._text_cache:
+        features._text_cache[key] = _candidates_keep(features, threshold, min_inside)
+    keep, notes = features._text_cache[key]
+    return (None if keep is None else keep.copy()), list(notes)
+
+
+def _candidates_keep(features, threshold, min_inside):
+    """:func:`candidates_keep` without its per-features memo."""
     found = next(((c, e) for c, e in zip(features.clips, features.member_embeddings)
                   if known_classes(c)), None)
     if found is None:
