@@ -60,14 +60,18 @@ def is_background(mask: np.ndarray, border_fraction: float = 0.5,
     return bool(border.mean() >= border_fraction and m.mean() >= area_fraction)
 
 
-def mask_iou_matrix(masks: np.ndarray, max_side: int = 256) -> np.ndarray:
-    """Pairwise IoU of boolean masks (P, H, W), computed on a strided grid of at most
-    ``max_side`` px per side (exact when the masks are that small)."""
+def mask_overlaps(masks: np.ndarray, max_side: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise intersections (P, P) and areas (P,) of boolean masks (P, H, W), counted on a
+    strided grid of at most ``max_side`` px per side (exact when the masks are that small)."""
     p, h, w = masks.shape
     step = max(1, int(np.ceil(max(h, w) / max_side)))
     flat = torch.from_numpy(np.ascontiguousarray(masks[:, ::step, ::step])).reshape(p, -1).float()
-    inter = flat @ flat.T
-    area = flat.sum(1)
+    return flat @ flat.T, flat.sum(1)
+
+
+def mask_iou_matrix(masks: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """Pairwise IoU of boolean masks (P, H, W) (on :func:`mask_overlaps`' grid)."""
+    inter, area = mask_overlaps(masks, max_side)
     union = area[:, None] + area[None, :] - inter
     return (inter / union.clamp(min=1)).numpy()
 

@@ -92,16 +92,13 @@ def object_keep(clip, emb: torch.Tensor, threshold: float | None = None,
                   f"cosine below {thr:.2f})")
 
 
-def fragments(masks: np.ndarray, keep: np.ndarray, min_inside: float,
-              max_side: int = 256) -> np.ndarray:
-    """Which kept masks (P, H, W) lie at least ``min_inside`` inside a larger kept mask (on a
-    strided grid of at most ``max_side`` px per side)."""
-    p, h, w = masks.shape
-    step = max(1, int(np.ceil(max(h, w) / max_side)))
-    flat = torch.from_numpy(np.ascontiguousarray(masks[:, ::step, ::step])).reshape(p, -1)
-    flat = flat.float()
-    area = flat.sum(1)
-    inside = (flat @ flat.T) / area.clamp(min=1)[:, None]  # [i, j]: share of i inside j
+def fragments(masks: np.ndarray, keep: np.ndarray, min_inside: float) -> np.ndarray:
+    """Which kept masks (P, H, W) lie at least ``min_inside`` inside a larger kept mask
+    (counted as :func:`regionlab.segment.proposals.mask_overlaps` does)."""
+    from ..segment.proposals import mask_overlaps
+
+    inter, area = mask_overlaps(masks)
+    inside = inter / area.clamp(min=1)[:, None]  # [i, j]: share of i inside j
     larger = area[None, :] > area[:, None]
     k = torch.as_tensor(np.asarray(keep, bool))
     hit = (inside >= min_inside) & larger & k[None, :] & k[:, None]
