@@ -1,12 +1,14 @@
 """Quality of the classical (offline) segmenter and proposal generator on held-out ShapesWorld.
 
     python benchmarks/segment_fallback_quality.py [--scenes 500] [--segmenter classical]
-        [--renderer pil|cv]
+        [--renderer pil|cv|mpl] [--size 64|448] [--split test|val]
 
 Targets (issue 5): clicked object mean IoU >= 0.9; proposal recall >= 95% at IoU 0.5.
-Scenes: the ShapesWorld "test" split (seed namespace disjoint from training), 64 px, from our
-renderer (``pil``) or the independent OpenCV renderer (``cv``, a shift set nothing is tuned on).
-Writes benchmarks/results/segment_fallback_quality[_cv].json and prints a markdown table.
+Scenes: the ShapesWorld "test" split (seed namespace disjoint from training; ``--split val`` to
+choose settings), at 64 px (the models' input) or 448 px (the app's example scenes), from our
+renderer (``pil``), the independent OpenCV renderer (``cv``) or the matplotlib shift set (``mpl``,
+never tuned on). Writes benchmarks/results/segment_fallback_quality[_RENDERER][_SIZE][_val].json
+and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -34,18 +36,17 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=500)
     ap.add_argument("--segmenter", default="classical")
     ap.add_argument("--renderer", default="pil", choices=["pil", "cv", "mpl"])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--split", default="test", choices=["test", "val"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    args.out = args.out or (OUT if args.renderer == "pil"
-                            else OUT.with_name(f"{OUT.stem}_{args.renderer}.json"))
+    suffix = "".join([f"_{args.renderer}" if args.renderer != "pil" else "",
+                      f"_{args.size}" if args.size != 64 else "",
+                      "_val" if args.split == "val" else ""])
+    args.out = args.out or OUT.with_name(f"{OUT.stem}{suffix}.json")
     torch.set_num_threads(1)
-    if args.renderer in ("cv", "mpl"):
-        from regionlab.shapes.renderers import render
-        from regionlab.shapes.scenes import SPLITS
-
-        scenes = [render(args.renderer, (SPLITS["test"], 0, i)) for i in range(args.scenes)]
-    else:
-        scenes = held_out_scenes(args.scenes)
+    scenes = held_out_scenes(args.scenes, size=args.size, renderer=args.renderer,
+                             split=args.split)
     t0 = time.time()
     prompts = [evaluate_prompts(scenes, args.segmenter, "click", 1.5),
                evaluate_prompts(scenes, args.segmenter, "click", "centre"),
@@ -55,7 +56,8 @@ def main() -> None:
     result = {
         "benchmark": "segment_fallback_quality",
         "segmenter": args.segmenter,
-        "split": "test", "renderer": args.renderer, "scenes": len(scenes), "image_size": 64,
+        "split": args.split, "renderer": args.renderer, "scenes": len(scenes),
+        "image_size": args.size,
         "prompts": [as_dict(p) for p in prompts],
         "proposals": {"settings": "defaults (points_per_side 16, max_proposals 50, nms_iou 0.7)",
                       **as_dict(props)},
@@ -65,7 +67,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| prompt ({args.segmenter}, {len(scenes)} test scenes) | objects | mean IoU | "
+    print(f"| prompt ({args.segmenter}, {len(scenes)} {args.split} scenes, {args.size} px) | objects | mean IoU | "
           "median IoU | IoU >= 0.9 | ms/object |")
     print("|---|---|---|---|---|---|")
     for p in prompts:

@@ -337,3 +337,28 @@ def test_background_is_not_proposed():
     blob = np.zeros((40, 40), bool)
     blob[5:35, 5:35] = True
     assert is_background(frame) and not is_background(blob)
+
+
+@pytest.mark.parametrize("renderer", ["pil", "cv", "mpl"])
+def test_score_bound_skips_only_what_the_minimum_score_drops(renderer, monkeypatch):
+    """Regions that provably score below the minimum are left out before their boundary
+    refinement: the proposals equal refining every region and then filtering, and fewer
+    regions are refined (textured 64 px scenes of three renderers)."""
+    from regionlab.segment import classical
+
+    calls = []
+    refine = classical.refine_boundary
+    monkeypatch.setattr(classical, "refine_boundary",
+                        lambda *a, **k: calls.append(1) or refine(*a, **k))
+    refined = {"every": 0, "bounded": 0}
+    for sc in held_out_scenes(3, size=64, renderer=renderer, split="val"):
+        calls.clear()
+        every = [(m, s) for m, s in classical.classical_proposals(sc.image) if s >= 0.1]
+        refined["every"] += len(calls)
+        calls.clear()
+        bounded = classical.classical_proposals(sc.image, min_score=0.1)
+        refined["bounded"] += len(calls)
+        assert len(bounded) == len(every)
+        for (ma, sa), (mb, sb) in zip(every, bounded):
+            assert sa == sb and (ma == mb).all()
+    assert refined["bounded"] < refined["every"], refined

@@ -141,14 +141,20 @@ def refine_boundary(image: np.ndarray, mask: np.ndarray, band: int = 2,
     valid = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
     sy, sx = np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)
     valid &= outer[sy, sx]
-    samples = img[sy, sx]  # (B, O, 3)
-    pix = img[by, bx][:, None]  # (B, 1, 3)
-    d = inside[None, None] - samples
-    dd = (d * d).sum(-1)
-    a = np.clip(((pix - samples) * d).sum(-1) / np.maximum(dd, 1e-6), 0.0, 1.0)
-    fit = samples + a[..., None] * d
-    cost = ((pix - fit) ** 2).sum(-1) + 4.0 * np.hypot(dy, dx)[None]
-    cost[~valid] = np.inf
+    # only the valid (band pixel, outside sample) pairs, one colour channel at a time
+    pb, po = np.nonzero(valid)
+    samples = img[sy[pb, po], sx[pb, po]]  # (V, 3)
+    pix = img[by[pb], bx[pb]]  # (V, 3)
+    d = [inside[c] - samples[:, c] for c in range(3)]
+    dd_v = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+    dot = sum(((pix[:, c] - samples[:, c]) * d[c] for c in range(1, 3)),
+              (pix[:, 0] - samples[:, 0]) * d[0])
+    a_v = np.clip(dot / np.maximum(dd_v, 1e-6), 0.0, 1.0)
+    res = [pix[:, c] - (samples[:, c] + a_v * d[c]) for c in range(3)]
+    cost = np.full(valid.shape, np.inf)  # float64, like the distance term
+    cost[pb, po] = (res[0] ** 2 + res[1] ** 2 + res[2] ** 2) + 4.0 * np.hypot(dy, dx)[po]
+    a, dd = np.zeros(valid.shape, np.float32), np.zeros(valid.shape, np.float32)
+    a[pb, po], dd[pb, po] = a_v, dd_v
     best = np.argmin(cost, axis=1)
     rows = np.arange(len(by))
     ok = valid[rows, best] & (dd[rows, best] > 9.0)  # too little contrast: keep as grown
@@ -323,12 +329,16 @@ def classical_proposals(
     min_area: int = 4,
     max_area_fraction: float = 0.9,
     max_per_seed: int = 2,
+    min_score: float = 0.0,
 ) -> list[tuple[np.ndarray, float]]:
     """Class-agnostic region proposals: region growing from a grid of seeds (each seed not
     yet covered by a found region), boundary-refined; ``(mask, score)`` pairs, unsorted.
 
     Score: tolerance stability of the region, times a penalty for touching the image border
-    (objects rarely fill the frame's edge; backgrounds do).
+    (objects rarely fill the frame's edge; backgrounds do). Regions whose score cannot reach
+    ``min_score`` are left out before their boundary refinement (the costly step), by an upper
+    bound on the refined score (:func:`_score_bound`): the result equals refining every region
+    and then dropping those scoring below ``min_score``.
     """
     h, w = image.shape[:2]
     grad = gradient_magnitude(image)
@@ -357,10 +367,38 @@ def classical_proposals(
                 if key in seen:  # another seed already grew exactly this region
                     continue
                 seen.add(key)
+                if min_score > 0 and _score_bound(c, (sx, sy), border, n_border) < min_score:
+                    continue
                 m = _finish(image, c.mask, [(sx, sy)], [])
                 area = int(m.sum())
                 if area < min_area or area > max_area_fraction * h * w:
                     continue
-                touch = (m & border).sum() / n_border
-                out.append((m, float(c.score * (1.0 - min(1.0, 4 * touch)) ** 2)))
+                score = _border_score(c.score, (m & border).sum() / n_border)
+                if score >= min_score:
+                    out.append((m, score))
     return out
+
+
+def _border_score(stability: float, touch: float) -> float:
+    """A region's proposal score: its stability, penalised by the share of the image border it
+    touches (a quarter of the border or more: 0)."""
+    return float(stability * (1.0 - min(1.0, 4 * touch)) ** 2)
+
+
+def _score_bound(c: Candidate, seed: tuple[int, int], border: np.ndarray,
+                 n_border: int) -> float:
+    """An upper bound on the score of ``c`` after :func:`_finish`, without refining it.
+
+    The refinement re-decides only pixels within 2 px of the region's edge, so the refined
+    region keeps the region eroded by that band; the part of it connected to the seed stays in
+    the seed's component, and its border touch is a lower bound on the refined one's.
+    """
+    if c.score <= 0:
+        return 0.0
+    core = cv2.erode(c.mask.astype(np.uint8), _disk(2))
+    x, y = seed
+    if not core[y, x]:
+        return c.score
+    n, labels = cv2.connectedComponents(core, connectivity=8)
+    touch = (border & (labels == labels[y, x])).sum() / n_border
+    return _border_score(c.score, touch)

@@ -57,9 +57,17 @@ class ProposalQuality:
     seconds_per_image: float
 
 
-def held_out_scenes(n: int, seed: int = 0, size: int = 64) -> list[Scene]:
-    """``n`` scenes of the ShapesWorld test split (disjoint from the training seeds)."""
-    return generate_scenes("test", n, seed, RenderOptions(size=size))
+def held_out_scenes(n: int, seed: int = 0, size: int = 64, renderer: str = "pil",
+                    split: str = "test") -> list[Scene]:
+    """``n`` scenes of a held-out ShapesWorld split (disjoint from the training seeds), drawn by
+    ``renderer`` (:mod:`regionlab.shapes.renderers`)."""
+    if renderer == "pil":
+        return generate_scenes(split, n, seed, RenderOptions(size=size))
+    from ..shapes.renderers import render
+    from ..shapes.scenes import SPLITS
+
+    return [render(renderer, (SPLITS[split], seed, i), RenderOptions(size=size))
+            for i in range(n)]
 
 
 def evaluate_prompts(scenes: list[Scene], segmenter: str = "classical",

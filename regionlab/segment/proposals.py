@@ -182,8 +182,8 @@ def generate_proposals(
 
         work = _work_copy(rgb, WORK_SIDE)
         scale = work.shape[0] * work.shape[1] / (h * w)
-        raw = classical_proposals(work, pps, min_area=max(1, int(min_a * scale)))
-        raw = [(m, s) for m, s in raw if s >= max(iou_t, stab_t)]
+        raw = classical_proposals(work, pps, min_area=max(1, int(min_a * scale)),
+                                  min_score=max(iou_t, stab_t))
         source = CLASSICAL
     else:
         work = _work_copy(rgb, LIMITS.max_side)  # SAM's own grid is per pixel of this copy
