@@ -3,6 +3,7 @@
     python benchmarks/ovseg_shapes.py [--scenes 300] [--val-scenes 100]
     python benchmarks/ovseg_shapes.py --renderer mpl   # another renderer: report only
     python benchmarks/ovseg_shapes.py --tune-objectness  # objectness threshold, VAL scenes
+    python benchmarks/ovseg_shapes.py --size 448 --renderer cv  # at the app's scene size
 
 Proposals: the objects' ground-truth masks, and automatic proposals (SAM when a checkpoint is
 here, else the classical fallback). Classifiers, side by side: masked crop (OVSeg), plain crop
@@ -20,6 +21,10 @@ min_score as chosen on our renderer's validation scenes (read from ovseg_shapes.
 is tuned on them: matplotlib is the shift set, never trained or tuned on). Writes
 benchmarks/results/ovseg_shapes.json (``ovseg_shapes_<renderer>.json``) and prints a markdown
 table.
+
+``--size 448``: scenes drawn at the app's example size (default 64, the bundled CLIP's input);
+crops are still resized to the model's input, but the proposals are made at 448 px. Lambda and
+min_score come from the 64 px run (``ovseg_shapes.json``); output ``..._448.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 
 from regionlab.eval.ovseg import evaluate_shapes_variants
 from regionlab.models import get_spec, load_clip
+from regionlab.shapes.scenes import RenderOptions
 from regionlab.tasks.ovseg import LabelOptions
 
 OUT = Path(__file__).resolve().parent / "results" / "ovseg_shapes.json"
@@ -90,12 +96,16 @@ def main() -> None:
     ap.add_argument("--proposals", nargs="+", default=["gt", "auto"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--renderer", choices=("pil", "cv", "mpl"), default="pil")
+    ap.add_argument("--size", type=int, default=64, help="scene size in px")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tune-objectness", action="store_true")
     args = ap.parse_args()
     if args.out is None:
-        args.out = OUT if args.renderer == "pil" else OUT.with_name(
-            f"ovseg_shapes_{args.renderer}.json")
+        suffix = ("" if args.renderer == "pil" else f"_{args.renderer}") + (
+            "" if args.size == 64 else f"_{args.size}")
+        args.out = OUT.with_name(f"ovseg_shapes{suffix}.json")
+    ro = RenderOptions(size=args.size)
+    tune_here = args.renderer == "pil" and args.size == 64
     torch.set_num_threads(1)
     clip = load_clip(args.model)
     if args.tune_objectness:
@@ -117,7 +127,7 @@ def main() -> None:
                      for t in MIN_SCORES})
         n_test = args.scenes if prop == "gt" else (args.auto_scenes or args.scenes)
         n_val = args.val_scenes if prop == "gt" else (args.auto_val_scenes or args.val_scenes)
-        if args.renderer == "pil":
+        if tune_here:
             val = evaluate_shapes_variants(grid, clip, n=n_val, split="val", proposals=prop)
             best = max(LAMBDAS, key=lambda lam: val[("lambda", lam)]["miou"])
             thr = max(MIN_SCORES, key=lambda t: val[("min_score", t)]["miou"])
@@ -125,7 +135,7 @@ def main() -> None:
                                          for (k, v), r in val.items()},
                             "lambda": best, "min_score": thr,
                             "seconds": round(time.perf_counter() - t1, 1)}
-        else:  # chosen on our renderer's validation scenes
+        else:  # chosen on our renderer's validation scenes at 64 px
             chosen = json.loads(OUT.read_text())["tuning"][prop]
             best, thr = chosen["lambda"], chosen["min_score"]
             tuning[prop] = {"lambda": best, "min_score": thr, "from": OUT.name}
@@ -143,7 +153,7 @@ def main() -> None:
             f"masked crop, min_score {thr}": dataclasses.replace(base, min_score=thr),
         }
         res = evaluate_shapes_variants(variants, clip, n=n_test, split="test", proposals=prop,
-                                       renderer=args.renderer)
+                                       renderer=args.renderer, render_options=ro)
         for name, r in res.items():
             r["method"] = name
             rows.append(r)
@@ -154,7 +164,7 @@ def main() -> None:
         "benchmark": "ovseg_shapes",
         "model": clip.name, "weights": weights, "weights_sha256_16": sha,
         "split": "test", "renderer": args.renderer,
-        "image_size": 64, "classes": 30, "templates": base.templates,
+        "image_size": args.size, "classes": 30, "templates": base.templates,
         "mi_settings": {k: clip.defaults.get(k) for k in ("mi_iterations", "mi_lr",
                                                           "mi_resolution")},
         "tuning": tuning, "rows": rows,
@@ -162,7 +172,8 @@ def main() -> None:
         "command": f"python benchmarks/ovseg_shapes.py --scenes {args.scenes} --val-scenes "
                    f"{args.val_scenes} --auto-scenes {args.auto_scenes or args.scenes} "
                    f"--auto-val-scenes {args.auto_val_scenes or args.val_scenes}"
-                   + ("" if args.renderer == "pil" else f" --renderer {args.renderer}"),
+                   + ("" if args.renderer == "pil" else f" --renderer {args.renderer}")
+                   + ("" if args.size == 64 else f" --size {args.size}"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

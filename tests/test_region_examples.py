@@ -101,3 +101,22 @@ def test_the_region_tab_flags_every_wrong_maskinversion_class(shown):
                              [r["masked-crop_top"] for r in shown])
     wrong = [f"{r['scene']}/{r['label']}" for r in shown if r["maskinversion"] != r["label"]]
     assert wrong and [n.split(":")[0] for n in notes] == wrong, (notes, wrong)
+
+
+def test_labelling_with_automatic_proposals_on_every_example_scene(bundled_clip):
+    """The Labelling tab with "Proposals" (the classical engine offline) on every example scene:
+    each object's pixels mostly carry its own class and almost no background pixel carries
+    one (measured 2026-12-07: 99.7-100% of each object's pixels right, background painted 0%)."""
+    from regionlab.ui import service
+
+    for seed in examples.SCENE_SEEDS:
+        sc = examples.scene(seed)
+        res = service.label(sc.image, "shapes", masks=None, clip="shapes-clip", device="cpu")
+        names = ["(none)"] + list(res.classes)
+        background = np.ones(sc.image.shape[:2], bool)
+        for o in sc.objects:
+            background &= ~o.mask
+            got = np.bincount(res.label_map[o.mask], minlength=len(names))
+            assert names[int(np.argmax(got))] == o.label, (seed, o.label, got)
+            assert got[names.index(o.label)] >= 0.9 * o.mask.sum(), (seed, o.label)
+        assert (res.label_map[background] > 0).mean() <= 0.01, seed
