@@ -380,7 +380,7 @@ def test_cli_manifest_and_errors(tmp_path, scene, cli_model, capsys):
          "masks": masks},
         {"image": img, "classes": [], "masks": masks},
         {"image": img, "classes": "cat, CAT", "masks": masks},
-        {"image": img, "classes": ["solo"], "masks": masks[:1]},
+        {"image": img, "classes": ["red star"], "masks": masks[:1]},
     ]
     man = tmp_path / "items.jsonl"
     man.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
@@ -391,8 +391,8 @@ def test_cli_manifest_and_errors(tmp_path, scene, cli_model, capsys):
     assert outs[0]["classes"] == lines[0]["classes"]
     assert Path(outs[0]["map"]) == tmp_path / "res" / "1" / "map.png"
     assert "no classes" in outs[1]["error"] and "duplicate" in outs[2]["error"]
-    assert outs[3]["classes"] == ["solo"]
-    assert {t["label"] for t in outs[3]["regions"][0]["top"]} == {"solo", "others"}
+    assert outs[3]["classes"] == ["red star"]  # one class the model knows: "others" competes
+    assert {t["label"] for t in outs[3]["regions"][0]["top"]} == {"red star", "others"}
     # no output path -> a clear error, exit code 2
     assert main(["label", img, "--classes", "a", "--mask", masks[0], "--model", cli_model]) == 2
     assert "--out" in capsys.readouterr().err

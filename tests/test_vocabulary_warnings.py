@@ -101,3 +101,33 @@ def test_api_retrieve_names_unknown_class_words(tmp_path, clip):
     api = Api(AppOptions(), Scratch())
     assert api.retrieve(str(emb), "shapes", "single", 3)["warnings"] == []
     assert "'person'" in api.retrieve(str(emb), "person, red star", "single", 2)["warnings"][0]
+
+
+def test_labelling_never_assigns_classes_of_unknown_words(clip):
+    """Classes made only of unknown words share one text embedding: labelling leaves them out
+    of the softmax and says so, instead of painting them (a coffee photo labelled with VOC came
+    out 'aeroplane' and 'dining table'); a single class left keeps its "others" competitor."""
+    import numpy as np
+
+    from regionlab.tasks.ovseg import label
+    from regionlab.tasks.vocabularies import blind_classes
+    from regionlab.ui import examples
+
+    assert blind_classes(clip, ["red star", "cup", "red cup", "tv-monitor"]) == ["cup",
+                                                                               "tv-monitor"]
+    sc = examples.scene(24)
+    masks = np.stack([o.mask for o in sc.objects])
+    star = [o.label for o in sc.objects].index("red star")
+    res = label(sc.image, "red star, cup", masks=masks, clip=clip)
+    assert res.classes == ["red star", "cup"] and res.scored_classes == ["red star", "others"]
+    assert [r.label for r in res.regions] == [None if k != star else "red star"
+                                              for k in range(len(masks))]
+    assert set(np.unique(res.label_map)) <= {0, 1}
+    assert "1 of 2 classes" in res.notice and "'cup'" in res.notice
+    assert all(t["label"] != "cup" for r in res.regions for t in r.top)
+    voc = label(examples.photo_example("coffee").image, "voc", masks=None, clip=clip)
+    assert not voc.label_map.any() and all(r.label is None and r.top == [] for r in voc.regions)
+    assert "20 of 20 classes" in voc.notice and voc.warnings
+    # with the classes it knows nothing changes
+    full = label(sc.image, "shapes", masks=masks, clip=clip)
+    assert [r.label for r in full.regions] == [o.label for o in sc.objects] and not full.notice

@@ -47,7 +47,7 @@ from ..config import LIMITS, Limits
 from ..errors import InputError, ResourceError
 from ..inputs import check_number, load_image, load_masks
 from .retrieval import class_probabilities, class_text_embeddings, rank
-from .vocabularies import resolve_vocab, vocabulary_warnings
+from .vocabularies import blind_classes, resolve_vocab, vocabulary_warnings
 
 FUSIONS = ("demo", "eval")
 CROPS = ("masked", "box")
@@ -545,7 +545,6 @@ def label(image, classes, masks=None, proposals: str = "auto",
     options = check_options(options)
     img = load_image(image)
     names = resolve_vocab(classes)
-    scored = scored_class_list(names, options.others)
     n_user = len(names)
     h, w = img.shape[:2]
     notice = None
@@ -569,7 +568,18 @@ def label(image, classes, masks=None, proposals: str = "auto",
         from ..models import load_clip
 
         clip = load_clip(model)
-    text = class_text_embeddings(clip, scored, options.templates)
+    # classes made only of words the model cannot represent are never assigned (they share one
+    # text embedding); the softmax runs over the others (plus "others" if one is left)
+    blind = set(blind_classes(clip, names))
+    assignable = [c for c in names if c not in blind]
+    n_lab = len(assignable)
+    scored = scored_class_list(assignable, options.others) if assignable else []
+    if blind:
+        notice = (notice + " " if notice else "") + (
+            f"{len(blind)} of {n_user} classes are made only of words {clip.name} does not "
+            f"know ({', '.join(repr(c) for c in sorted(blind)[:5])}"
+            f"{', ...' if len(blind) > 5 else ''}): they were not assigned to any mask.")
+    text = class_text_embeddings(clip, scored, options.templates) if scored else None
     t_text = time.perf_counter()
 
     if len(mk) == 0:
@@ -597,8 +607,9 @@ def label(image, classes, masks=None, proposals: str = "auto",
                 notice = (notice + " " if notice else "") + left_out
                 fp = _fingerprint(mk) if cache is not None else ""
         t_fwd = time.perf_counter()
-        probs = class_probabilities(emb.to(text.device), text)
-        if options.ensemble > 0:
+        probs = (class_probabilities(emb.to(text.device), text) if scored
+                 else torch.zeros((len(mk), 0)))
+        if options.ensemble > 0 and scored:
             mi = _cached(cache, ("mi", clip.name, options.mi_iterations, options.mi_lr,
                                  options.mi_resolution, fp),
                          lambda: maskinversion_embeddings(clip, img, mk, options))
@@ -607,9 +618,16 @@ def label(image, classes, masks=None, proposals: str = "auto",
     t_cls = time.perf_counter()
 
     p_np = probs.detach().cpu().numpy()
-    label_map = fuse(p_np, mk, n_user, options.fusion, options.min_score)
-    per_mask = mask_labels(p_np, n_user, options.fusion, options.min_score)
-    tops = rank(probs.cpu(), scored, options.top_k) if len(mk) else []
+    if scored:
+        # indices among the assignable classes -> indices among the user's classes
+        to_names = np.array([0] + [names.index(c) + 1 for c in assignable], np.int32)
+        label_map = to_names[fuse(p_np, mk, n_lab, options.fusion, options.min_score)]
+        per_mask = [None if c is None else int(to_names[c + 1]) - 1
+                    for c in mask_labels(p_np, n_lab, options.fusion, options.min_score)]
+        tops = rank(probs.cpu(), scored, options.top_k) if len(mk) else []
+    else:
+        label_map = np.zeros((h, w), np.int32)
+        per_mask, tops = [None] * len(mk), [[] for _ in range(len(mk))]
     regions = [RegionLabel(mask=m, box=tight_box(m), top=t,
                            label=None if c is None else names[c], proposal_score=s)
                for m, t, c, s in zip(mk, tops, per_mask, proposal_scores)]

@@ -37,7 +37,7 @@ def vocabulary_warnings(clip, classes: list[str]) -> list[str]:
     unknown = fn(classes) if fn is not None else []
     if not unknown:
         return []
-    blind = [c for c in classes if len(fn([c])) == len(c.split())]
+    blind = blind_classes(clip, classes)
     shown = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
     msg = (f"{clip.name} does not know {len(unknown)} word(s) of these classes ({shown})")
     if blind:
@@ -45,6 +45,21 @@ def vocabulary_warnings(clip, classes: list[str]) -> list[str]:
                 f"get one shared text embedding, so their scores mean nothing")
     return [msg + ". The bundled CLIP knows ShapesWorld's colours and shapes only: load real "
                   "CLIP weights for other classes (README 'Real weights')."]
+
+
+def blind_classes(clip, classes: list[str]) -> list[str]:
+    """The classes made only of words ``clip`` cannot represent: they all get the text
+    embedding of the unknown token, so nothing the model sees can tell them apart."""
+    fn = getattr(clip, "unknown_words", None)
+    if fn is None:
+        return []
+    split = getattr(getattr(clip, "tokenizer", None), "words", str.split)
+    out = []
+    for c in classes:
+        words = set(split(c))
+        if words and words <= set(fn([c])):
+            out.append(c)
+    return out
 
 
 def resolve_vocab(spec, limits: Limits = LIMITS) -> list[str]:
