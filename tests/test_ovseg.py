@@ -639,3 +639,17 @@ def test_viz_helpers(tmp_path):
         lm[0, 0] = top
         viz.index_image(lm, viz.palette(top)).save(tmp_path / "m.png")
         assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), lm)
+
+
+def test_painted_classes_get_distinct_colours():
+    """Out of 30 classes the few on the map take a palette of their own (with the 30-colour
+    palette, example scene 30's red cross and green triangle were both painted lime)."""
+    from regionlab.tasks.ovseg import class_colours
+
+    cols = class_colours(30, [0, 13, 14, 29]).astype(int)
+    assert cols.shape == (30, 3)
+    np.testing.assert_array_equal(cols[[0, 13, 14, 29]], viz.palette(4))
+    shown = cols[[0, 13, 14, 29]]
+    gaps = [np.abs(a - b).sum() for i, a in enumerate(shown) for b in shown[i + 1:]]
+    assert min(gaps) > 100, gaps
+    np.testing.assert_array_equal(class_colours(5, []), viz.palette(5))

@@ -120,3 +120,7 @@ def test_labelling_with_automatic_proposals_on_every_example_scene(bundled_clip)
             assert names[int(np.argmax(got))] == o.label, (seed, o.label, got)
             assert got[names.index(o.label)] >= 0.9 * o.mask.sum(), (seed, o.label)
         assert (res.label_map[background] > 0).mean() <= 0.01, seed
+        rgb = [np.array([int(res.colours[o.label][i:i + 2], 16) for i in (1, 3, 5)])
+               for o in sc.objects]
+        gaps = [np.abs(a - b).sum() for i, a in enumerate(rgb) for b in rgb[i + 1:]]
+        assert min(gaps) > 100, (seed, res.colours)  # the map's classes are easy to tell apart

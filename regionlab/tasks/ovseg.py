@@ -439,6 +439,18 @@ def mask_labels(probs: np.ndarray, n_user: int, mode: str, min_score: float = 0.
     return out
 
 
+def class_colours(n: int, painted: list[int]) -> np.ndarray:
+    """Colours (n, 3) of ``n`` classes: the painted ones take a palette of their own number
+    (up to 10: tab10), so the few classes on the map are easy to tell apart; the others keep
+    their places in an ``n``-colour palette."""
+    from .. import viz
+
+    cols = viz.palette(n)
+    if painted:
+        cols[painted] = viz.palette(len(painted))
+    return cols
+
+
 # --------------------------------------------------------------------------------- proposals
 
 
@@ -634,10 +646,10 @@ def label(image, classes, masks=None, proposals: str = "auto",
 
     from .. import viz
 
-    cols = viz.palette(n_user)
+    painted = [k for k in range(n_user) if (label_map == k + 1).any()]
+    cols = class_colours(n_user, painted)
     overlay = None
     if options.render:
-        painted = [k for k in range(n_user) if (label_map == k + 1).any()]
         over = viz.label_map_overlay(img, label_map, cols, options.overlay_alpha)
         overlay = viz.with_legend(over, [names[k] for k in painted] or ["(nothing labelled)"],
                                   cols[painted] if painted else np.full((1, 3), 255, np.uint8))
