@@ -131,3 +131,34 @@ def test_labelling_never_assigns_classes_of_unknown_words(clip):
     # with the classes it knows nothing changes
     full = label(sc.image, "shapes", masks=masks, clip=clip)
     assert [r.label for r in full.regions] == [o.label for o in sc.objects] and not full.notice
+
+
+def test_retrieval_ranks_only_classes_the_model_can_represent(clip):
+    """A photo's cup with "red star, blue circle, cup, saucer, spoon": the three unknown classes
+    tied and the first of them, 'spoon', was shown as the cup's class. They are left out of
+    the ranking; with only unknown classes nothing is ranked, and the app says so."""
+    import numpy as np
+
+    from regionlab.tasks.retrieval import retrieve
+    from regionlab.ui import examples, service
+    from regionlab.ui.handlers import crosscheck_notes, top_text
+
+    ex = examples.photo_example("coffee")
+    masks = np.stack([m for _, m in ex.regions])
+    emb = service.invert(ex.image, masks, clip="shapes-clip", device="cpu").embeddings
+    mixed = retrieve(emb, ["red star", "blue circle", "cup", "saucer", "spoon"], clip=clip,
+                     top_k=5)
+    assert all({t["label"] for t in row} == {"red star", "blue circle"} for row in mixed)
+    assert retrieve(emb, "voc", clip=clip) == [[] for _ in masks]
+    # one class left: "others" competes with it (a softmax over one class is always 1)
+    one = retrieve(emb, "red star, cup, spoon", clip=clip)
+    assert all({t["label"] for t in row} == {"red star", "others"} for row in one)
+    assert retrieve(emb, "shapes", clip=clip, top_k=3)[0][0]["label"].split()[1] in (
+        "star", "cross", "square", "circle", "triangle")
+    # what the Region tab shows for such a region
+    assert top_text(None) == "(no class the model can represent)"
+    assert top_text({"label": "red star", "score": 0.5}) == "red star (0.50)"
+    rows = service.compare(ex.image, masks, clip="shapes-clip", device="cpu",
+                           methods=["masked-crop"], vocab="voc")["rows"]
+    assert all(r["masked-crop"]["label"] is None for r in rows)
+    assert crosscheck_notes(["cup"], [[]], [rows[0]["masked-crop"]]) == []

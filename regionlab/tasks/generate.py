@@ -115,14 +115,15 @@ def seen_classes(clip, images, vocab="shapes", templates: str = "single") -> lis
     """The class ``clip`` sees in each image: its zero-shot top-1 among ``vocab`` (a built-in
     vocabulary name or a list of class names), ``{"label", "score"}`` per image, the score being
     the softmax probability over the vocabulary at CLIP's logit scale (100), as in class
-    retrieval (:func:`regionlab.tasks.retrieval.classify_images`). No images, no forward."""
+    retrieval (:func:`regionlab.tasks.retrieval.classify_images`); None where no class of
+    ``vocab`` is one the model can represent. No images, no forward."""
     from .retrieval import classify_images
 
     images = [np.asarray(im) for im in images]
     if not images:
         return []
     tops = classify_images(images, vocab, clip=clip, templates=templates, top_k=1)
-    return [top[0] for top in tops]
+    return [top[0] if top else None for top in tops]
 
 
 def generate_regions(image, masks, *, generator=None, method: str = "maskinversion", clip=None,

@@ -47,12 +47,11 @@ from ..config import LIMITS, Limits
 from ..errors import InputError, ResourceError
 from ..inputs import check_number, load_image, load_masks
 from .retrieval import class_probabilities, class_text_embeddings, rank
-from .vocabularies import blind_classes, resolve_vocab, vocabulary_warnings
+from .vocabularies import blind_classes, resolve_vocab, scored_class_list, vocabulary_warnings
 
 FUSIONS = ("demo", "eval")
 CROPS = ("masked", "box")
 PROPOSAL_SOURCES = ("auto", "sam", "fallback", "classical")
-OTHERS = "others"
 MASK_THRESHOLD = 0.35
 
 
@@ -181,14 +180,6 @@ def check_options(options: LabelOptions) -> LabelOptions:
     if options.batch_size is not None:
         check_number(options.batch_size, "batch_size", 1, 100_000, integer=True)
     return options
-
-
-def scored_class_list(classes: list[str], others: bool = True) -> list[str]:
-    """The classes the softmax runs over: the user's, plus "others" when only one is given."""
-    if len(classes) != 1 or not others:
-        return list(classes)
-    competitor = OTHERS if classes[0].casefold() != OTHERS else "other things"
-    return [classes[0], competitor]
 
 
 def binarise_masks(sources, size: tuple[int, int], threshold: float = MASK_THRESHOLD,

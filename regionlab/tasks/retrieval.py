@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .templates import get_templates
-from .vocabularies import resolve_vocab
+from .vocabularies import blind_classes, resolve_vocab, scored_class_list
 
 _TEXT_CACHE: OrderedDict = OrderedDict()
 _TEXT_LOCK = threading.Lock()
@@ -56,7 +56,13 @@ def retrieve(embeddings, vocab, clip=None, model: str | None = None, templates: 
     """Region embeddings (P, D) -> per region the top-k classes of ``vocab`` with scores: a
     softmax over the classes of ``scale * cos``, by default at the model's own learnt logit
     scale (100 for OpenAI and LAION CLIPs; 32.3 for the bundled one, whose scores at 100 showed
-    half of its wrong answers at 0.9 or more: ``benchmarks/retrieval_calibration.py``)."""
+    half of its wrong answers at 0.9 or more: ``benchmarks/retrieval_calibration.py``).
+
+    Classes made only of words the model cannot represent are not ranked: they share one text
+    embedding, so they would tie with each other and the first of them would be shown as the
+    answer (:func:`~regionlab.tasks.vocabularies.vocabulary_warnings` names them). With no
+    class left, every region's list is empty; with one, "others" competes with it (as in
+    labelling), since a softmax over one class is 1 whatever the region."""
     from ..models import load_clip
 
     clip = clip or load_clip(model)
@@ -69,6 +75,10 @@ def retrieve(embeddings, vocab, clip=None, model: str | None = None, templates: 
 
         raise InputError(f"embedding dimension {emb.shape[-1]} does not match model "
                          f"{clip.name!r} ({clip.embed_dim})")
+    blind = set(blind_classes(clip, classes))
+    classes = scored_class_list([c for c in classes if c not in blind])
+    if not classes:
+        return [[] for _ in range(emb.shape[0])]
     text = class_text_embeddings(clip, classes, templates)
     if scale is None:
         scale = float(getattr(clip, "logit_scale", 100.0))

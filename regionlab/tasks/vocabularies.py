@@ -26,6 +26,15 @@ COCO = (
     "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 BUILTIN: dict[str, tuple[str, ...]] = {"voc": VOC, "coco": COCO, "shapes": SHAPES_CLASSES}
+OTHERS = "others"  # the competitor of a single class (OVSeg's recipe)
+
+
+def scored_class_list(classes: list[str], others: bool = True) -> list[str]:
+    """The classes the softmax runs over: the user's, plus "others" when only one is given."""
+    if len(classes) != 1 or not others:
+        return list(classes)
+    competitor = OTHERS if classes[0].casefold() != OTHERS else "other things"
+    return [classes[0], competitor]
 
 
 def vocabulary_warnings(clip, classes: list[str]) -> list[str]:

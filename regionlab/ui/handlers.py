@@ -409,6 +409,13 @@ def heat_view(values: np.ndarray, image: np.ndarray, mask: np.ndarray) -> np.nda
                           label="relevance (scaled per map)")
 
 
+def top_text(top: dict | None) -> str:
+    """``"red star (0.93)"``; a region without any class the model can represent: says so."""
+    if not top or top.get("label") is None:
+        return "(no class the model can represent)"
+    return f"{top['label']} ({float(top['score']):.2f})"
+
+
 def _topk_frame(top: list[dict]) -> pd.DataFrame:
     return pd.DataFrame({"class": [t["label"] for t in top],
                          "probability": [float(t["score"]) for t in top]})
@@ -469,7 +476,7 @@ def on_invert(s: Session, clip: str, device: str, engine: str, iterations, lr, a
     s.timings.update({f"invert_{k}": round(v, 4) for k, v in out.timings.items()})
     s.timings["retrieve_s"] = round(time.perf_counter() - t0, 4)
     names = s.names()
-    summary = "; ".join(f"**{html.escape(n)}** → {t[0]['label']} ({t[0]['score']:.2f})"
+    summary = "; ".join(f"**{html.escape(n)}** → {top_text(t[0] if t else None)}"
                         for n, t in zip(names, top))
     status = f"MaskInversion ({out.engine}, {len(out.losses)} iterations, " \
              f"{out.timings.get('total_s', 0):.2f} s): {summary}  \n" \
@@ -501,8 +508,8 @@ def crosscheck_notes(names: list[str], top: list[list[dict]], crop: list[dict],
     (:data:`CROSSCHECK_MEASURED`, for the bundled CLIP) are quoted."""
     out = []
     for name, t, c in zip(names, top, crop):
-        mi = t[0]
-        if mi["label"] == c["label"]:
+        mi = t[0] if t else None
+        if mi is None or c.get("label") is None or mi["label"] == c["label"]:
             continue
         note = (f"{name}: MaskInversion reads it as {mi['label']!r} ({float(mi['score']):.2f}), "
                 f"the masked crop as {c['label']!r} ({float(c['score']):.2f})")
@@ -549,8 +556,7 @@ def on_compare(s: Session, clip: str, device: str, vocab_choice: str, custom: st
     s.timings["compare_s"] = round(time.perf_counter() - t0, 4)
     rows = []
     for name, row in zip(s.names(), res["rows"]):
-        rows.append([name] + [f"{row[m]['label']} ({row[m]['score']:.2f})"
-                              for m in res["methods"]])
+        rows.append([name] + [top_text(row[m]) for m in res["methods"]])
     warn = service.vocab_warnings(vocab, clip=clip, device=device or None)
     table = gr.Dataframe(pd.DataFrame(rows, columns=["region", *res["methods"]]),
                          label=f"Top-1 class per method · vocabulary {vocab_label(vocab)}"
@@ -609,6 +615,8 @@ def caption_disagreements(names: list[str], masks, captions: list[str],
     for name, caption, top in zip(names, captions, invert["top"]):
         text = f" {_words(caption)} "
         named = [c for c in classes if f" {_words(c)} " in text]
+        if not top:
+            continue
         best = top[0]["label"]
         if named and best.lower() not in (c.lower() for c in named):
             out.append(f"{name}: the caption names {named[0]!r}, the Region tab's top class "

@@ -25,6 +25,9 @@ METHODS = ("global", "crop", "masked-crop", "blur", "red-circle", "maskinversion
 ProgressFn = Callable[[float, str], None] | None
 
 
+#: the top-1 entry of a region when no class of the vocabulary is one the model can represent
+NO_CLASS = {"label": None, "score": None}
+
 def load_clip(name: str, device: str | None = None):
     from ..models import load
 
@@ -267,7 +270,7 @@ def compare(image: np.ndarray, masks: np.ndarray, *, clip: str, device: str | No
         top = retrieve(emb, vocab, clip=clip, device=device, templates=templates, top_k=1)
         seconds[m] = time.perf_counter() - t0
         for row, t in zip(rows, top):
-            row[m] = t[0]
+            row[m] = t[0] if t else dict(NO_CLASS)
     return {"methods": list(methods), "rows": rows, "seconds": seconds}
 
 
