@@ -576,7 +576,7 @@ def label(image, classes, masks=None, proposals: str = "auto",
     blind = set(blind_classes(clip, names))
     assignable = [c for c in names if c not in blind]
     n_lab = len(assignable)
-    scored = scored_class_list(assignable, options.others) if assignable else []
+    scored = scored_class_list(assignable, options.others)  # [] when nothing is assignable
     if blind:
         notice = (notice + " " if notice else "") + (
             f"{len(blind)} of {n_user} classes are made only of words {clip.name} does not "
