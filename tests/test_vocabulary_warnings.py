@@ -162,3 +162,30 @@ def test_retrieval_ranks_only_classes_the_model_can_represent(clip):
                            methods=["masked-crop"], vocab="voc")["rows"]
     assert all(r["masked-crop"]["label"] is None for r in rows)
     assert crosscheck_notes(["cup"], [[]], [rows[0]["masked-crop"]]) == []
+
+
+def test_grounding_with_no_known_word_gives_no_answer(clip):
+    """"the cup" with the bundled CLIP: no word but the article is one it knows, so whichever
+    candidate scores highest is arbitrary. The result says so (``informed`` false, a warning)
+    and the app's view chooses nothing; a known word anywhere (a colour, a spatial word) still
+    steers the answer."""
+    import numpy as np
+
+    from regionlab.tasks.reclip import uninformed
+    from regionlab.ui import examples, service
+    from regionlab.ui.handlers import grounding_view
+
+    assert uninformed([clip], "the cup") and uninformed([clip], "A helmet")
+    assert not uninformed([clip], "the cup on the left") and not uninformed([clip], "the")
+    assert not uninformed([clip], "the red star") and not uninformed([], "the cup")
+    sc = examples.scene(24)
+    masks = np.stack([o.mask for o in sc.objects])
+    res = service.ground(sc.image, "the cup", masks=masks, clip="shapes-clip", device="cpu")
+    assert res.informed is False and res.to_dict()["informed"] is False
+    assert any("no word of 'the cup'" in w for w in res.warnings)
+    view = grounding_view(sc.image, res)
+    assert view["summary"].count("No answer") == 1 and "Chosen proposal" not in view["summary"]
+    star = [o.label for o in sc.objects].index("red star")
+    ok = service.ground(sc.image, "the red star", masks=masks, clip="shapes-clip", device="cpu")
+    assert ok.informed and ok.index == star
+    assert "Chosen proposal" in grounding_view(sc.image, ok)["summary"]

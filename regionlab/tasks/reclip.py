@@ -657,7 +657,9 @@ class GroundingResult:
     when the models declare no word groups or the head has no grouped word);
     ``candidate_readings``: the same for every proposal, ``[{"deficit", "reads_as"}]`` (or
     None); ``objects``: which automatic candidates the objectness filter kept (None: none
-    left out); ``timing`` in seconds."""
+    left out); ``informed``: False when no word of the expression besides articles is one the
+    models know ("the cup" for the bundled CLIP), so the highest score is arbitrary: a warning
+    says so and the app chooses nothing; ``timing`` in seconds."""
 
     index: int
     box: list[float]
@@ -682,6 +684,7 @@ class GroundingResult:
     answer_reading: dict | None = None
     candidate_readings: list[dict] | None = None
     objects: list[bool] | None = None
+    informed: bool = True
 
     def to_dict(self) -> dict:
         """JSON-serialisable (masks left out; boxes and probabilities included)."""
@@ -698,6 +701,7 @@ class GroundingResult:
             "used_tree": self.used_tree,
             "combine": self.combine,
             "unknown_words": self.unknown_words,
+            "informed": self.informed,
             "warnings": self.warnings,
             "answer_reading": self.answer_reading,
             "candidate_readings": self.candidate_readings,
@@ -721,6 +725,24 @@ def unknown_words(clips, texts: list[str]) -> list[str]:
         fn = getattr(clip, "unknown_words", None)
         out += [w for w in (fn(texts) if fn else []) if w not in out]
     return out
+
+
+ARTICLES = frozenset({"the", "a", "an"})
+
+
+def uninformed(clips, text: str) -> bool:
+    """No model of the ensemble knows any word of ``text`` besides articles: nothing in the
+    expression can tell the candidates apart. Models whose tokenizer spells every word (BPE)
+    always know some."""
+    for clip in clips:
+        fn = getattr(clip, "unknown_words", None)
+        split = getattr(getattr(clip, "tokenizer", None), "words", None)
+        if fn is None or split is None:
+            return False
+        words = {w for w in split(text) if w not in ARTICLES}
+        if not words or not words <= set(fn([text])):
+            return False
+    return bool(clips)
 
 
 def unknown_note(clips, words: list[str]) -> str:
@@ -883,6 +905,11 @@ def ground_features(features: ProposalFeatures, expression: str,
              *dict.fromkeys(opts.prompt + e.text.lower() for e in entities)]
     unknown = unknown_words(features.clips, [text])
     warnings = [unknown_note(features.clips, unknown)] if unknown else []
+    informed = not uninformed(features.clips, text)
+    if not informed:
+        warnings.append(f"no word of {text!r} is one the model knows: nothing in it can tell "
+                        f"the candidates apart, so the top-scoring candidate is arbitrary "
+                        f"(the app shows no answer; `informed` is false)")
     t0 = time.perf_counter()
     logits = features.logits(texts, opts.effective_logit_scale)
     timing["text_s"] = time.perf_counter() - t0
@@ -966,6 +993,7 @@ def ground_features(features: ProposalFeatures, expression: str,
         answer_reading=reading,
         candidate_readings=readings,
         objects=None if objects is None else [bool(v) for v in objects],
+        informed=informed,
         combine=opts.combine,
         temperature=opts.effective_temperature,
         margin=opts.effective_margin,

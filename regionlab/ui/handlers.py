@@ -718,7 +718,9 @@ def grounding_defaults(combine: str) -> tuple[float, float, float]:
 def grounding_view(image: np.ndarray, res) -> dict:
     """Drawing, probability table, parse tree and a one-line summary of a grounding result."""
     d = res.to_dict()
-    boxes, probs, chosen = d["boxes"], d["probs"], [int(i) for i in d["indices"]]
+    informed = d.get("informed", True)
+    boxes, probs = d["boxes"], d["probs"]
+    chosen = [int(i) for i in d["indices"]] if informed else []
     objects = d.get("objects")  # automatic candidates the objectness filter left out: not drawn
     order = chosen + [i for i in np.argsort(probs)[::-1].tolist()
                       if i not in chosen and (objects is None or objects[i])]
@@ -742,7 +744,9 @@ def grounding_view(image: np.ndarray, res) -> dict:
     how = (f"the parse tree decided ({res.combine} combination)" if d["used_tree"]
            else "no spatial keyword: CLIP's isolated proposal scores alone")
     which = ", ".join(f"**{i}** (p = {probs[i]:.2f})" for i in chosen)
-    summary = f"Chosen proposal {which} (yellow); {how}."
+    summary = (f"Chosen proposal {which} (yellow); {how}." if informed else
+               "**No answer:** the model knows no word of the expression, so no proposal is "
+               "chosen (grey: every candidate, with its arbitrary probability).")
     for w in d.get("warnings") or []:
         summary = f"**Warning:** {html.escape(str(w))}\n\n" + summary
     if d["notes"]:
