@@ -248,10 +248,10 @@ def test_add_proposals_leaves_out_what_reads_as_no_object(bundled_clip):
     from regionlab.ui import service
 
     sc = render("cv", split_seed("test", 0), RenderOptions(size=448))
-    plain = service.propose(sc.image, method="classical", max_regions=8)
-    notices: list[str] = []
-    kept = service.propose(sc.image, method="classical", max_regions=8, clip="shapes-clip",
-                           notices=notices)
+    plain_out = service.propose(sc.image, method="classical", max_regions=8)
+    kept_out = service.propose(sc.image, method="classical", max_regions=8, clip="shapes-clip")
+    plain, kept, notices = plain_out.regions, kept_out.regions, [kept_out.notice]
+    assert plain_out.notice is None
     objects = np.stack([o.mask for o in sc.objects])
 
     def objects_added(props):
@@ -262,6 +262,24 @@ def test_add_proposals_leaves_out_what_reads_as_no_object(bundled_clip):
     assert objects_added(kept).any(1).all()  # everything added is an object
     assert objects_added(kept).any(0).all()  # and every object is added
     assert not objects_added(plain).any(1).all()  # class-agnostic: background tiles too
+
+
+def test_add_proposals_tells_what_it_left_out(bundled_clip, monkeypatch):
+    """The handler shows the objectness notice from the returned outcome (so it also reaches
+    the user on ZeroGPU, where the service call runs in another process)."""
+    from regionlab.shapes.renderers import render
+    from regionlab.shapes.scenes import RenderOptions, split_seed
+    from regionlab.ui import handlers
+    from regionlab.ui.options import AppOptions
+    from regionlab.ui.session import Session
+
+    shown: list[str] = []
+    monkeypatch.setattr(handlers.gr, "Info", lambda msg, *a, **k: shown.append(msg))
+    s = Session()
+    s.set_image(render("cv", split_seed("test", 0), RenderOptions(size=448)).image, "cv")
+    handlers.on_proposals(s, 8, "classical", "shapes-clip", options=AppOptions(),
+                          progress=lambda *a, **k: None)
+    assert len(shown) == 1 and "left out" in shown[0] and s.regions
 
 
 def test_add_proposals_accepts_only_registered_model_names():

@@ -84,7 +84,7 @@ class Api:
     def propose(self, image, max_regions):
         """Class-agnostic region proposals (PNG masks, best first) with boxes and scores."""
         img = _image(image)
-        props = service.propose(img, max_regions=max_regions)
+        props = service.propose(img, max_regions=max_regions).regions
         info = {"boxes": [list(p["box"]) for p in props],
                 "scores": [p["score"] for p in props]}
         return self._write_masks([p["mask"] for p in props], "proposal"), info

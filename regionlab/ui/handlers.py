@@ -287,11 +287,11 @@ def on_proposals(s: Session, max_regions, sam: str | None, clip: str | None = No
     if options is not None:  # only registered names: no user string may name a file
         sam = check_model("sam", sam, options) if sam else sam
         clip = check_model("clip", clip, options) if clip else clip
-    notices: list[str] = []
-    props = service.propose(image, method=sam or None, max_regions=int(max_regions or 8),
-                            clip=clip or None, device=device or None, notices=notices)
-    for n in notices:
-        gr.Info(n)
+    out = service.propose(image, method=sam or None, max_regions=int(max_regions or 8),
+                          clip=clip or None, device=device or None)
+    if out.notice:
+        gr.Info(out.notice)
+    props = out.regions
     if not props:
         raise InputError("no proposals found on this image")
     new = new_regions([p["mask"] for p in props], [r.mask for r in s.regions])

@@ -111,31 +111,34 @@ def segment(image: np.ndarray, *, sam: str | None = None, points=(), box=None,
                           backend, keep, time.perf_counter() - t0, res.notice)
 
 
+@dataclass
+class ProposeOutcome:
+    regions: list[dict]  # [{"mask", "box", "score"}], best first
+    notice: str | None = None  # what the objectness filter left out
+
+
 @gpu_task(120)
 def propose(image: np.ndarray, *, method: str | None = None, max_regions: int = 12,
-            device: str | None = None, clip: str | None = None,
-            notices: list | None = None) -> list[dict]:
-    """Class-agnostic proposals ``[{"mask", "box", "score"}]``, best first (at most
-    ``max_regions``). ``method``: a SAM name, ``classical``, or None for the default.
-    ``clip``: also leave out proposals that read as no object this CLIP knows (the bundled
-    CLIP's objectness filter, labelling's threshold; other CLIPs: nothing), before keeping
-    ``max_regions``; ``notices`` receives what was left out (not on ZeroGPU, where the call
-    may run in another process: the filter still applies there, silently)."""
+            device: str | None = None, clip: str | None = None) -> ProposeOutcome:
+    """Class-agnostic proposals, best first (at most ``max_regions``). ``method``: a SAM name,
+    ``classical``, or None for the default. ``clip``: also leave out proposals that read as no
+    object this CLIP knows (the bundled CLIP's objectness filter, labelling's threshold; other
+    CLIPs: nothing), before keeping ``max_regions``; the outcome's ``notice`` says what was
+    left out (returned, so that it also reaches the user on ZeroGPU)."""
     max_regions = check_number(max_regions, "max proposals", 1, LIMITS.max_proposals, integer=True)
     gen = require("proposals")
     props = gen(image, method or "auto", max_proposals=max(max_regions, 50) if clip else
                 max_regions, device=device)
+    notice = None
     if clip is not None and props:
         from ..tasks.ovseg import objects_among
 
-        keep, notice = objects_among(load_clip(clip, device), image,
-                                     np.stack([np.asarray(p.mask, bool) for p in props]))
+        keep, why = objects_among(load_clip(clip, device), image,
+                                  np.stack([np.asarray(p.mask, bool) for p in props]))
         if keep is not None:
-            props = [p for p, k in zip(props, keep) if k]
-            if notices is not None:
-                notices.append(notice)
-    return [{"mask": np.asarray(p.mask, bool), "box": tuple(int(v) for v in p.box),
-             "score": float(p.score)} for p in props[:max_regions]]
+            props, notice = [p for p, k in zip(props, keep) if k], why
+    return ProposeOutcome([{"mask": np.asarray(p.mask, bool), "box": tuple(int(v) for v in p.box),
+                            "score": float(p.score)} for p in props[:max_regions]], notice)
 
 
 # -------------------------------------------------------------------------- embeddings
