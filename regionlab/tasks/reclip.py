@@ -48,6 +48,7 @@ from ..errors import InputError, ModelUnavailableError
 from ..inputs import check_number, check_text, load_image, load_masks
 from .objectness import candidates_keep
 from .reclip_contrast import BOX_SEGMENTATION
+from .vocabularies import blind_classes
 
 SCORERS = ("ips", "masked-crop", "maskinversion")
 VIEWS = ("crop", "blur")
@@ -732,17 +733,8 @@ ARTICLES = frozenset({"the", "a", "an"})
 
 def uninformed(clips, text: str) -> bool:
     """No model of the ensemble knows any word of ``text`` besides articles: nothing in the
-    expression can tell the candidates apart. Models whose tokenizer spells every word (BPE)
-    always know some."""
-    for clip in clips:
-        fn = getattr(clip, "unknown_words", None)
-        split = getattr(getattr(clip, "tokenizer", None), "words", None)
-        if fn is None or split is None:
-            return False
-        words = {w for w in split(text) if w not in ARTICLES}
-        if not words or not words <= set(fn([text])):
-            return False
-    return bool(clips)
+    expression can tell the candidates apart (:func:`~.vocabularies.blind_classes`)."""
+    return bool(clips) and all(blind_classes(c, [text], ARTICLES) for c in clips)
 
 
 def unknown_note(clips, words: list[str]) -> str:

@@ -56,16 +56,17 @@ def vocabulary_warnings(clip, classes: list[str]) -> list[str]:
                   "CLIP weights for other classes (README 'Real weights')."]
 
 
-def blind_classes(clip, classes: list[str]) -> list[str]:
-    """The classes made only of words ``clip`` cannot represent: they all get the text
-    embedding of the unknown token, so nothing the model sees can tell them apart."""
+def blind_classes(clip, classes: list[str], ignore: frozenset = frozenset()) -> list[str]:
+    """The classes made only of words ``clip`` cannot represent (words in ``ignore`` aside):
+    they all get the text embedding of the unknown token, so nothing the model sees can tell
+    them apart. Models whose tokenizer spells every word (BPE) have none."""
     fn = getattr(clip, "unknown_words", None)
     if fn is None:
         return []
     split = getattr(getattr(clip, "tokenizer", None), "words", str.split)
     out = []
     for c in classes:
-        words = set(split(c))
+        words = set(split(c)) - ignore
         if words and words <= set(fn([c])):
             out.append(c)
     return out
